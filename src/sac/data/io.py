@@ -1,0 +1,194 @@
+"""Reading and writing images and instance-label maps, and listing the pairs of a dataset split.
+
+Standard layout (see docs/data.md)::
+
+    <root>/<split>/images/<id>.<png|tif|tiff|jpg|jpeg|bmp>   RGB (or grayscale) image
+    <root>/<split>/labels/<id>.<png|tif|tiff>                uint16 instance map, 0 = background
+
+TIFF goes through tifffile (LZW/JPEG via imagecodecs); everything else through imageio. Every reader
+raises :class:`~sac.errors.SACError` naming the file when it is missing, empty or cannot be decoded, and
+every writer goes through :func:`sac.atomic.atomic_path`, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sac.atomic import atomic_path
+from sac.errors import SACError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+
+# Percentiles used to stretch images that are not already 8-bit (16-bit / float microscopy).
+_LOW_PCT, _HIGH_PCT = 0.1, 99.9
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """Decode ``path`` to a numpy array, or raise SACError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SACError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise SACError(f"file is empty (0 bytes): {path}")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            arr = iio.imread(path)
+    except Exception as exc:  # decoders raise many unrelated types for a corrupt file
+        raise SACError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise SACError(f"image has no pixels: {path}")
+    return arr
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map any numeric array to uint8 [0, 255] (documented in docs/data.md).
+
+    uint8 is returned unchanged. Integer data whose maximum is <= 255 (8-bit data stored in a wider
+    type) is cast unchanged. Float data in [0, 1] is multiplied by 255. Anything else (real 12/16-bit
+    or arbitrary float microscopy) is stretched linearly so that the 0.1st percentile maps to 0 and the
+    99.9th to 255, computed over all channels together (so the colour balance is kept); percentiles
+    rather than min/max so a few hot pixels do not darken the whole image.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    a = arr.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, 0.0)
+    lo_v, hi_v = float(a.min()), float(a.max())
+    if np.issubdtype(arr.dtype, np.integer) and lo_v >= 0 and hi_v <= 255:
+        return a.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating) and lo_v >= 0 and hi_v <= 1:
+        return np.round(a * 255).astype(np.uint8)
+    lo, hi = np.percentile(a, [_LOW_PCT, _HIGH_PCT])
+    if hi <= lo:  # constant image: keep it black rather than divide by zero
+        hi = lo + 1.0
+    return np.round(np.clip((a - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB ``uint8 [H, W, 3]``.
+
+    Grayscale is repeated to 3 channels, RGBA drops alpha, 2-channel (gray + alpha) keeps the gray,
+    channel-first TIFFs (``[C, H, W]`` with C in 1..4) are transposed, and non-8-bit data is converted
+    by :func:`_to_uint8`. Raises SACError naming the file if it cannot be read or is not a 2-D image.
+    """
+    path = Path(path)
+    arr = _read_array(path)
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[-1] == 2:
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3]
+    else:
+        raise SACError(f"expected a 2-D grayscale/RGB image, got array of shape {arr.shape}: {path}")
+    return np.ascontiguousarray(_to_uint8(arr))
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Read an instance-label map as ``int32 [H, W]`` (0 = background, 1..N = instances).
+
+    A 3-channel file is accepted only if its channels are identical (some tools save gray as RGB).
+    Raises SACError naming the file for unreadable files, float or negative values, or a wrong shape.
+    """
+    path = Path(path)
+    arr = np.squeeze(_read_array(path))
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise SACError(f"label image has colour channels that differ (expected one instance id per pixel): {path}")
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise SACError(f"expected a 2-D label image, got array of shape {arr.shape}: {path}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.mod(arr, 1) == 0):
+            raise SACError(f"label image has non-integer values: {path}")
+    if arr.min() < 0 or arr.max() > np.iinfo(np.int32).max:
+        raise SACError(f"label image has values outside 0..2^31-1: {path}")
+    return arr.astype(np.int32)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Atomically write ``uint8 [H, W, 3]`` (or ``[H, W]``) to ``path`` (format from the suffix)."""
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.ascontiguousarray(image))
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> None:
+    """Atomically write an instance map as uint16 PNG (or TIFF by suffix). Raises SACError if ids > 65535."""
+    labels = np.asarray(labels)
+    if labels.size and labels.max() > np.iinfo(np.uint16).max:
+        raise SACError(f"too many instances ({labels.max()}) for a uint16 label file: {path}")
+    out = labels.astype(np.uint16)
+    with atomic_path(path) as tmp:
+        if Path(path).suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, out, compression="zlib")
+        else:
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, out)
+
+
+def find_with_suffix(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
+    """Return ``folder/<stem><suffix>`` for the first existing suffix (case-insensitive), else None."""
+    for suffix in suffixes:
+        for cand in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def list_pairs(root: str | Path, split: str) -> list[tuple[str, Path, Path]]:
+    """Sorted ``(id, image_path, label_path)`` of ``<root>/<split>``.
+
+    Raises SACError if the split folder, its ``images/`` or ``labels/`` folder is missing, if it holds
+    no images, if two images share an id, or if an image has no label file.
+    """
+    root = Path(root)
+    split_dir = root / split
+    if not split_dir.is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        hint = f" (splits found: {', '.join(have)})" if have else ""
+        raise SACError(f"split folder not found: {split_dir}{hint}")
+    img_dir, lab_dir = split_dir / "images", split_dir / "labels"
+    for d in (img_dir, lab_dir):
+        if not d.is_dir():
+            raise SACError(f"folder not found: {d} (expected <root>/<split>/images and labels)")
+    images: dict[str, Path] = {}
+    for p in sorted(img_dir.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.stem in images:
+                raise SACError(f"two images with id {p.stem!r}: {images[p.stem].name} and {p.name} in {img_dir}")
+            images[p.stem] = p
+    if not images:
+        raise SACError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in {img_dir}")
+    pairs = []
+    for stem, img in sorted(images.items()):
+        lab = find_with_suffix(lab_dir, stem, LABEL_SUFFIXES)
+        if lab is None:
+            raise SACError(f"image {img} has no label file {lab_dir / stem}.png")
+        pairs.append((stem, img, lab))
+    return pairs
