@@ -1,13 +1,91 @@
-"""`sac segment`: parameter counts of a SAC configuration (paper Table 6). Implemented in issue #2."""
+"""`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
 HELP = "Segment nuclei in images: masks, instances, measurements, QuPath/napari outputs."
 
+_EPILOG = """\
+outputs per image in --out: <stem>_mask.png (0/255), <stem>_labels.tif (uint16/uint32 ids), <stem>_overlay.png
+(contours, positive prompts blue, negative pink), <stem>_nuclei.csv (one row per nucleus), <stem>.geojson (QuPath
+detections); summary.csv for several images. Expert points are "x,y,label;..." in image pixels (label 1 = nucleus,
+0 = background) or a JSON file (a list, or {"<file name or stem>": [[x, y, label], ...]}). See docs/segment.md.
+"""
+
 
 def add_arguments(parser):
-    pass
+    parser.epilog = _EPILOG
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--model", default="default",
+                        help="'default' (bundled), 'sam' (zero-shot backbone), a model folder or a run folder")
+    parser.add_argument("--points", type=int, default=None, metavar="N",
+                        help="automatic prompts per class per tile (default: what the model was trained with)")
+    parser.add_argument("--select", choices=("centroid", "random"), default=None,
+                        help="automatic prompt selection (default: the model's)")
+    parser.add_argument("--expert-points", default=None, metavar="POINTS|FILE.json",
+                        help='expert prompts "x,y,label;..." in image pixels, or a JSON file')
+    parser.add_argument("--tile", type=int, default=None, metavar="T",
+                        help="window side in model pixels (default: the backbone input size, 256 for litemedsam)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="O",
+                        help="minimum overlap of neighbouring windows in model pixels (default: tile/8)")
+    parser.add_argument("--scale", type=float, default=1.0, metavar="F",
+                        help="resample images by F before segmentation, outputs back to full size (0.5 = 40x->20x)")
+    parser.add_argument("--instances", choices=("watershed", "components"), default="watershed",
+                        help="how touching nuclei are separated")
+    parser.add_argument("--min-area", type=int, default=10, metavar="PX", help="drop nuclei smaller than this")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--formats", default="mask,labels,overlay,csv,geojson",
+                        help="comma-separated subset of mask,labels,overlay,csv,geojson")
+    parser.add_argument("--sam-checkpoint", default=None, metavar="PATH",
+                        help="official SAM .pth for models on a vit_b/l/h backbone")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random prompt selection")
 
 
 def run(args) -> int:
-    from sac.errors import SACError
+    import sys
+    import time
+    from pathlib import Path
 
-    raise SACError("sac segment is not implemented yet")
+    from sac.errors import SACError
+    from sac.inference.config import InferenceConfig
+    from sac.inference.experts import parse_expert_points
+    from sac.inference.files import expand_inputs
+    from sac.inference.writers import parse_formats
+
+    # Everything a user can get wrong is checked before the (slow) model load.
+    cfg = InferenceConfig(
+        tile=args.tile, overlap=args.overlap, scale=args.scale, n_points=args.points, select=args.select,
+        instances=args.instances, min_area=args.min_area, seed=args.seed,
+    ).validate()
+    formats = parse_formats(args.formats)
+    points = parse_expert_points(args.expert_points)
+    images, problems = expand_inputs(args.inputs)
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    if not images:
+        raise SACError("no input images found")
+
+    from tqdm import tqdm
+
+    from sac.inference.api import load_model
+    from sac.inference.files import segment_file
+    from sac.inference.writers import write_summary
+
+    start = time.perf_counter()
+    model = load_model(args.model, device=args.device, sam_checkpoint=args.sam_checkpoint)
+    segmenter = model.segmenter(cfg)
+    out = Path(args.out)
+    rows, failed = [], len(problems)
+    bar = tqdm(images, desc="images", unit="img", disable=None, file=sys.stderr)
+    for path in bar:
+        bar.set_postfix_str(path.name)
+        row = segment_file(segmenter, path, out, formats, points)
+        if row["status"] != "ok":
+            failed += 1
+            tqdm.write(f"error: {row['status']}", file=sys.stderr)
+        rows.append(row)
+    if len(images) > 1:
+        write_summary(out / "summary.csv", rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    nuclei = sum(r["nuclei"] for r in ok)
+    fail = f", {failed} failed" if failed else ""
+    print(f"segmented {len(ok)} image(s){fail}: {nuclei} nuclei in {time.perf_counter() - start:.1f} s -> {out}")
+    return 2 if failed else 0

@@ -1,0 +1,68 @@
+"""Typed settings of whole-image inference (`sac segment`, `sac evaluate --model`, the Python API).
+
+One dataclass so that the CLI, :func:`sac.inference.evaluate.evaluate_model` and
+:class:`sac.inference.segmenter.Segmenter` share exactly the same defaults: what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sac.errors import SACError
+
+SELECT_CHOICES = ("centroid", "random")
+INSTANCE_CHOICES = ("watershed", "components", "none")
+
+
+@dataclass
+class InferenceConfig:
+    """How a whole image is cut into tiles, prompted and turned into nuclei.
+
+    ``tile``: side of the square window fed to the model, in *model-space* pixels (after ``scale``);
+    ``None`` = the backbone's input size (256 for litemedsam, 1024 for the ViTs).
+    ``overlap``: minimum overlap between neighbouring tiles (pixels, model space). Tiles are then spread
+    evenly, so the actual overlap can be larger but never smaller. ``None`` = ``tile // 8``.
+    ``scale``: the image is resampled by this factor before segmentation and the outputs back to the
+    original size (e.g. 0.5 for a 40x H&E on a model trained at 20x).
+    ``n_points`` / ``select``: automatic prompts per tile (``None`` = what the model was trained with;
+    ``0`` = no automatic prompts).
+    ``instances``: ``watershed`` (seeded watershed inside the mask, separates touching nuclei),
+    ``components`` (connected components of the mask) or ``none`` (semantic mask only, labels = components).
+    ``min_area``: objects smaller than this (original-image pixels) are dropped from the instances.
+    ``threshold``: probability above which a pixel is nucleus.
+    ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
+    ``seed``: seeds the random prompt selection so runs are reproducible.
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    scale: float = 1.0
+    n_points: int | None = None
+    select: str | None = None
+    instances: str = "watershed"
+    min_area: int = 10
+    threshold: float = 0.5
+    batch: int = 1
+    seed: int = 0
+
+    def validate(self) -> InferenceConfig:
+        """Raise :class:`SACError` naming the first bad value; return ``self`` for chaining."""
+        if self.tile is not None and self.tile < 16:
+            raise SACError(f"--tile must be >= 16 pixels, got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise SACError(f"--overlap must be >= 0, got {self.overlap}")
+        if self.tile is not None and self.overlap is not None and self.overlap >= self.tile:
+            raise SACError(f"--overlap ({self.overlap}) must be smaller than --tile ({self.tile})")
+        if not (0.05 <= self.scale <= 8):
+            raise SACError(f"--scale must be between 0.05 and 8, got {self.scale}")
+        if self.n_points is not None and self.n_points < 0:
+            raise SACError(f"--points must be >= 0, got {self.n_points}")
+        if self.select is not None and self.select not in SELECT_CHOICES:
+            raise SACError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}")
+        if self.instances not in INSTANCE_CHOICES:
+            raise SACError(f"instances must be one of {', '.join(INSTANCE_CHOICES)}, got {self.instances!r}")
+        if not (0 < self.threshold < 1):
+            raise SACError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.batch < 1:
+            raise SACError(f"batch must be >= 1, got {self.batch}")
+        return self

@@ -1,0 +1,94 @@
+"""File-level helpers of `sac segment`: expanding INPUT arguments and segmenting one file into its outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+from pathlib import Path
+
+from sac.errors import SACError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files, folders (their images, not recursive) and globs -> (unique sorted-per-argument paths, problems).
+
+    A missing file is kept (it fails later with a clear message per file); an empty folder or a glob that
+    matches nothing is reported as a problem. Two inputs with the same stem would overwrite each other's outputs:
+    that is a problem too (the second one is skipped).
+    """
+    paths: list[Path] = []
+    problems: list[str] = []
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                           and not q.name.startswith("."))
+            if not found:
+                problems.append(f"{p}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif glob.has_magic(arg):
+            found = sorted(Path(q) for q in glob.glob(arg) if Path(q).is_file())
+            if not found:
+                problems.append(f"{arg}: no file matches this pattern")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    unique: list[Path] = []
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p in unique:
+            continue
+        if p.stem in stems:
+            problems.append(f"{p}: same name as {stems[p.stem]} (outputs would overwrite each other); skipped")
+            continue
+        stems[p.stem] = p
+        unique.append(p)
+    return unique, problems
+
+
+def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_tile=None) -> dict:
+    """Segment one image file and write its outputs; never raises for a bad file.
+
+    Returns a summary row ``{"image", "nuclei", "mean_area", "seconds", "status"}``; ``status`` is ``"ok"`` or
+    the one-line error naming the file. On failure, outputs already written for this image are removed, so no
+    incomplete set of files is left behind.
+    """
+    from sac.inference.experts import points_for
+    from sac.inference.reader import open_image
+    from sac.inference.writers import write_outputs
+
+    row = {"image": str(path), "nuclei": 0, "mean_area": "", "seconds": "", "status": "ok"}
+    written: list[Path] = []
+    source = None
+    try:
+        source = open_image(path)
+        pts = points_for(points, path)
+        if pts is not None:
+            from sac.inference.experts import check_points
+
+            pts = check_points(pts, source.shape, str(path))
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(segmenter.tiles_for(*source.shape)), desc="tiles", unit="tile", leave=False,
+                   disable=None)
+        with bar:
+            result = segmenter.segment(source, expert_points=pts, on_tile=on_tile or bar.update)
+        write_outputs(result, out_dir, path.stem, formats, written=written)
+        row.update(nuclei=result.n_nuclei, seconds=round(result.seconds, 2))
+        if result.n_nuclei:
+            row["mean_area"] = round(float(result.mask.sum()) / result.n_nuclei, 1)
+    except SACError as exc:
+        row["status"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+    except OSError as exc:  # e.g. the output folder is not writable or the disk is full
+        row["status"] = f"{path}: {type(exc).__name__}: {exc}"
+    finally:
+        if source is not None:
+            source.close()
+    if row["status"] != "ok":
+        row["status"] = row["status"].splitlines()[0].strip()  # one line: decoders' messages can be multi-line
+        for p in written:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return row

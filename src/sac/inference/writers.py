@@ -1,0 +1,213 @@
+"""Output files of `sac segment`, each written atomically (:func:`sac.atomic.atomic_path`).
+
+Per image ``<stem>``: ``_mask.png`` (0/255), ``_labels.tif`` (uint16, uint32 above 65,535 nuclei; napari/Fiji
+read it), ``_overlay.png`` (contours + prompts, paper Fig. 1 colours), ``_nuclei.csv`` (one row per nucleus),
+``.geojson`` (QuPath detections). For several images, ``summary.csv`` (one row per image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sac.atomic import atomic_path as _atomic_path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read the process umask (the only portable way is to set and restore it)
+FORMATS = ("mask", "labels", "overlay", "csv", "geojson")
+SUFFIX = {
+    "mask": "_mask.png",
+    "labels": "_labels.tif",
+    "overlay": "_overlay.png",
+    "csv": "_nuclei.csv",
+    "geojson": ".geojson",
+}
+# Paper Fig. 1: positive prompts blue, negative prompts pink. Contours in yellow stand out on H&E and fluorescence.
+POSITIVE_RGB = (30, 80, 255)
+NEGATIVE_RGB = (255, 105, 180)
+CONTOUR_RGB = (255, 230, 0)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """:func:`sac.atomic.atomic_path` with ordinary permissions (0666 minus the umask): ``mkstemp`` creates the
+    temporary file 0600, which would make results unreadable to colleagues on a shared drive."""
+    with _atomic_path(target) as tmp:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def parse_formats(text: str | None) -> tuple[str, ...]:
+    """``"mask,labels"`` -> ("mask", "labels"); None / "all" = every format. SACError names a bad entry."""
+    from sac.errors import SACError
+
+    if text is None or text.strip().lower() == "all":
+        return FORMATS
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part not in FORMATS:
+            raise SACError(f"--formats: unknown format {part!r} (valid: {', '.join(FORMATS)})")
+        if part not in out:
+            out.append(part)
+    if not out:
+        raise SACError(f"--formats: no format given in {text!r} (valid: {', '.join(FORMATS)})")
+    return tuple(out)
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """``bool [H, W]`` -> 8-bit PNG with 0 (background) / 255 (nucleus)."""
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.where(mask, 255, 0).astype(np.uint8), extension=".png")
+
+
+def labels_dtype(labels: np.ndarray) -> type:
+    """uint16 when every id fits, else uint32."""
+    return np.uint16 if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.uint32
+
+
+def write_labels(path: Path, labels: np.ndarray) -> None:
+    """Instance ids ``[H, W]`` -> single-page zlib-compressed TIFF (uint16 or uint32, 0 = background)."""
+    import tifffile
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(labels_dtype(labels), copy=False), compression="zlib",
+                         photometric="minisblack")
+
+
+def draw_overlay(image: np.ndarray, labels: np.ndarray, prompts: np.ndarray | None) -> np.ndarray:
+    """``uint8 [H, W, 3]`` copy of ``image`` with nucleus contours and prompt dots (radius ~ image size / 300)."""
+    from skimage.draw import disk
+    from skimage.segmentation import find_boundaries
+
+    out = image.copy()
+    out[find_boundaries(labels, mode="inner")] = CONTOUR_RGB
+    if prompts is not None and len(prompts):
+        H, W = labels.shape
+        radius = max(2.0, min(H, W) / 300)
+        for x, y, lab in prompts:
+            rr, cc = disk((y, x), radius, shape=(H, W))
+            out[rr, cc] = POSITIVE_RGB if lab >= 1 else NEGATIVE_RGB
+    return out
+
+
+def write_overlay(path: Path, image: np.ndarray, labels: np.ndarray, prompts: np.ndarray | None) -> None:
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, draw_overlay(image, labels, prompts), extension=".png")
+
+
+def write_table(path: Path, table) -> None:
+    """pandas DataFrame -> CSV (no index column)."""
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, float_format="%.4f")
+    atomic_write_text(path, buf.getvalue())
+
+
+def nucleus_polygons(labels: np.ndarray, tolerance: float = 0.5) -> list[tuple[int, list[list[float]]]]:
+    """One closed outer ring per nucleus: ``[(id, [[x, y], ...]), ...]`` in image pixel coordinates.
+
+    Coordinates follow QuPath's convention (pixel ``(row r, col c)`` covers ``[c, c+1] x [r, r+1]``): the
+    0.5-iso-contour of the nucleus (``skimage.measure.find_contours`` between pixel centres) shifted by half a
+    pixel, simplified by ``approximate_polygon(tolerance)``. Holes are ignored (outer boundary only).
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import approximate_polygon, find_contours
+
+    out = []
+    for idx, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        crop = np.pad(labels[sl] == idx, 1).astype(np.float32)
+        contours = find_contours(crop, 0.5)
+        ring = max(contours, key=len)
+        simple = approximate_polygon(ring, tolerance)
+        if len(simple) >= 4:
+            ring = simple
+        y0, x0 = sl[0].start - 1 + 0.5, sl[1].start - 1 + 0.5  # undo the pad, move to pixel-corner coordinates
+        pts = [[round(float(c) + x0, 2), round(float(r) + y0, 2)] for r, c in ring]
+        if pts[0] != pts[-1]:
+            pts.append(pts[0])
+        out.append((idx, pts))
+    return out
+
+
+def geojson_dict(labels: np.ndarray, table=None) -> dict:
+    """QuPath-compatible FeatureCollection: one ``detection`` Feature (Polygon) per nucleus.
+
+    ``properties.objectType = "detection"`` (QuPath >= 0.4), ``classification`` "Nucleus", and the CSV's area and
+    centroid as ``measurements`` when ``table`` is given.
+    """
+    rows = {}
+    if table is not None and len(table):
+        rows = table.set_index("id")[["area", "centroid_x", "centroid_y"]].to_dict("index")
+    features = []
+    for idx, ring in nucleus_polygons(labels):
+        props = {
+            "objectType": "detection",
+            "name": f"nucleus {idx}",
+            "classification": {"name": "Nucleus", "color": [255, 230, 0]},
+            "nucleus_id": idx,
+        }
+        if idx in rows:
+            props["measurements"] = {k: float(v) for k, v in rows[idx].items()}
+        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                         "properties": props})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: Path, labels: np.ndarray, table=None) -> None:
+    atomic_write_text(path, json.dumps(geojson_dict(labels, table), separators=(",", ":")))
+
+
+def write_outputs(result, out_dir: Path, stem: str, formats=FORMATS, written: list | None = None) -> list[Path]:
+    """Write the chosen ``formats`` of a :class:`~sac.inference.segmenter.SegmentationResult`; returns the paths.
+
+    Each completed path is appended to ``written`` as soon as it exists, so a caller can remove them if a
+    later format fails."""
+    out_dir = Path(out_dir)
+    written = [] if written is None else written
+    for fmt in formats:
+        path = out_dir / f"{stem}{SUFFIX[fmt]}"
+        if fmt == "mask":
+            write_mask(path, result.mask)
+        elif fmt == "labels":
+            write_labels(path, result.labels)
+        elif fmt == "overlay":
+            write_overlay(path, result.image, result.labels, result.prompts)
+        elif fmt == "csv":
+            write_table(path, result.table)
+        elif fmt == "geojson":
+            write_geojson(path, result.labels, result.table)
+        written.append(path)
+    return written
+
+
+SUMMARY_COLUMNS = ("image", "nuclei", "mean_area", "seconds", "status")
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    """``summary.csv``: one row per image (``image, nuclei, mean_area, seconds, status``)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
