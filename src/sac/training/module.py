@@ -1,0 +1,226 @@
+"""The Lightning module: one SAC model, four variants, Focal+Dice on the SAM mask + BCE on the prompt UNet.
+
+Variants (``TrainConfig.variant``) differ only in which parameters train and where prompts come from:
+
+=============  =========================  ==============================  =====================================
+variant        trainable                  prompts during training         loss
+=============  =========================  ==============================  =====================================
+sac            LoRA(Q,V), decoder, UNet   UNet -> select_points (paper)   FocalDice(mask) + BCE(UNet)
+sam-ft         decoder                    0..3 GT "expert" points/crop    FocalDice(mask)
+lora-noprompt  LoRA(Q,V), decoder         none (SAM's no-point token)     FocalDice(mask)
+unet           UNet                       -- (no SAM forward at all)      BCE + Dice (UNet)
+=============  =========================  ==============================  =====================================
+
+Validation (deterministic): the fixed grid crops of :class:`~sac.training.datamodule.GridCropDataset`;
+prompts come from the UNet exactly as at inference (0 expert points). Per image, TP/FP/FN are summed over its
+crops (padding excluded); ``val/dice`` and ``val/iou`` are means over images within each validation source,
+then averaged over sources (so 6 MoNuSeg images weigh as much as 67 DSB images); ``val/f1`` is the pixel F1
+pooled over all validation pixels. ``val/prompt_dice`` is the same Dice for the UNet's own mask.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from sac.models.config import LoraConfig, PromptConfig, SACConfig
+from sac.training.config import TrainConfig
+from sac.training.encoder_split import SplitEncoder
+
+
+def sac_config(cfg: TrainConfig) -> SACConfig:
+    """The model architecture implied by a training config (variant -> LoRA / prompts switches)."""
+    lora_on = cfg.variant in ("sac", "lora-noprompt")
+    return SACConfig(
+        backbone=cfg.backbone,
+        lora=LoraConfig(enabled=lora_on, rank=cfg.lora_rank, alpha=float(cfg.lora_rank),
+                        last_n_layers=cfg.lora_last_n_layers),
+        prompts=PromptConfig(enabled=cfg.variant in ("sac", "unet"), n_points=cfg.n_points, select=cfg.select),
+        train_decoder=cfg.variant != "unet",
+    )
+
+
+def configure_trainable(model: nn.Module, variant: str) -> None:
+    """Set ``requires_grad`` for ``variant`` (the SAC constructor already froze encoder + prompt encoder)."""
+    if variant == "unet":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.prompt_generator.parameters():
+            p.requires_grad_(True)
+
+
+def expert_points_from_labels(labels: torch.Tensor, max_points: int, rng: np.random.Generator
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated expert clicks for ``sam-ft`` training: per crop ``k ~ U{0..max_points}`` nuclei chosen at
+    random, each clicked at its pixel nearest the nucleus centroid (always inside it). ``labels int32 [B,S,S]``
+    -> ``coords float32 [B,M,2]`` (x, y), ``labels int64 [B,M]`` (1, padded -1), ``M = max_points``."""
+    lab = labels.cpu().numpy()
+    b = lab.shape[0]
+    coords = np.zeros((b, max(max_points, 1), 2), np.float32)
+    plabels = np.full((b, max(max_points, 1)), -1, np.int64)
+    for i in range(b):
+        ids = np.unique(lab[i])
+        ids = ids[ids > 0]
+        k = min(int(rng.integers(max_points + 1)), len(ids))
+        for j, nid in enumerate(rng.choice(ids, size=k, replace=False) if k else []):
+            ys, xs = np.nonzero(lab[i] == nid)
+            c = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+            coords[i, j] = (xs[c], ys[c])
+            plabels[i, j] = 1
+    return coords, plabels
+
+
+class SACLitModule(L.LightningModule):
+    """Wraps a :class:`~sac.models.sac.SAC`; see the module docstring for variants and metrics."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module):
+        super().__init__()
+        self.cfg, self.model = cfg, model
+        configure_trainable(model, cfg.variant)
+        from sac.models.losses import FocalDiceLoss
+
+        self.mask_loss = FocalDiceLoss()
+        self.bce = nn.BCEWithLogitsLoss()
+        from monai.losses import DiceLoss
+
+        self.dice = DiceLoss(sigmoid=True, batch=True)
+        self.strict_loading = False  # checkpoints hold only trained tensors (see on_save_checkpoint)
+        self.encoder = SplitEncoder(model, cfg.channels_last, cfg.frozen_prefix_no_grad, cfg.cache_val_prefix)
+        self.emb_cache: dict = {}  # sam-ft: (epoch-independent crop key) -> embedding, see training_step
+        self.rng = np.random.default_rng(cfg.seed)
+        self._val: dict = {}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        groups = []
+        unet = [p for p in (self.model.prompt_generator.parameters() if self.model.prompt_generator else [])
+                if p.requires_grad]
+        ids = {id(p) for p in unet}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in ids]
+        if rest:
+            groups.append({"params": rest, "lr": self.cfg.lr})
+        if unet:
+            groups.append({"params": unet, "lr": self.cfg.lr_prompt})
+        return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Frozen backbone tensors are rebuilt from the backbone file on resume: storing them would make
+        # every last.ckpt as large as SAM (2.5 GB for vit_h) for nothing.
+        keep = {f"model.{k}" for k in self.model.trained_state_dict()}
+        keep |= {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.model.backbone_sha256 is None:  # random-init backbone (tests): keep everything
+            return
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "train_set", None) is not None:
+            dm.train_set.set_epoch(self.current_epoch)
+        self.rng = np.random.default_rng([self.cfg.seed, self.current_epoch])
+        self.model.prompt_rng = np.random.default_rng([self.cfg.seed, self.current_epoch, 1])
+
+    # ------------------------------------------------------------------ steps
+    def _embed(self, images: torch.Tensor, keys: list | None = None) -> torch.Tensor:
+        return self.encoder.encode(images, keys)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images, target = batch["image"], batch["mask"]
+        v = self.cfg.variant
+        zero = images.new_zeros(())
+        if v == "unet":
+            logits = self.model.prompt_logits(images)
+            prompt_loss = self.bce(logits, target) + self.dice(logits, target)
+            losses = {"loss": prompt_loss, "mask_loss": zero, "prompt_loss": prompt_loss}
+        else:
+            if v == "sam-ft":
+                emb = self._embed(images)  # frozen encoder: no autograd at all (SAC.encode rule)
+                ec, el = expert_points_from_labels(batch["labels"], self.cfg.max_expert_points, self.rng)
+                coords, labels = self.model.select_prompts(None, ec, el, batch_size=len(images))
+                prompt_logits = None
+            elif v == "lora-noprompt":
+                emb = self._embed(images)
+                coords, labels = self.model.select_prompts(None, batch_size=len(images))
+                prompt_logits = None
+            else:  # sac
+                emb = self._embed(images)
+                prompt_logits = self.model.prompt_logits(images)
+                coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images))
+            mask_logits, _ = self.model.decode(emb, coords, labels)
+            mask_loss = self.mask_loss(mask_logits, target)
+            prompt_loss = self.bce(prompt_logits, target) if prompt_logits is not None else zero
+            loss = mask_loss + self.cfg.prompt_loss_weight * prompt_loss
+            losses = {"loss": loss, "mask_loss": mask_loss, "prompt_loss": prompt_loss}
+        for k, val in losses.items():
+            self.log(f"train/{k}", val.detach(), on_step=True, on_epoch=True, prog_bar=k == "loss",
+                     batch_size=len(images))
+        return losses["loss"]
+
+    @torch.no_grad()
+    def predict_crops(self, images: torch.Tensor, keys: list | None = None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Inference on S x S crops as ``sac segment`` does it with 0 expert points:
+        -> (SAM mask logits or None for ``unet``, UNet logits or None)."""
+        v = self.cfg.variant
+        prompt_logits = self.model.prompt_logits(images) if self.model.prompt_generator is not None else None
+        if v == "unet":
+            return None, prompt_logits
+        emb = self._embed(images, keys)
+        coords, labels = self.model.select_prompts(prompt_logits if v == "sac" else None, batch_size=len(images))
+        mask_logits, _ = self.model.decode(emb, coords, labels)
+        return mask_logits, prompt_logits
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"mask": defaultdict(lambda: np.zeros(3)), "prompt": defaultdict(lambda: np.zeros(3))}
+        self.model.prompt_rng = np.random.default_rng(12345)  # random selection: same points every epoch
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        keys = [int(i) for i in batch["index"]] if self.cfg.cache_val_prefix else None
+        mask_logits, prompt_logits = self.predict_crops(batch["image"], keys)
+        target, valid = batch["mask"] > 0.5, batch["valid"] > 0.5
+        for name, logits in (("mask", mask_logits), ("prompt", prompt_logits)):
+            if logits is None:
+                continue
+            pred = logits > 0
+            tp = (pred & target & valid).flatten(1).sum(1)
+            fp = (pred & ~target & valid).flatten(1).sum(1)
+            fn = (~pred & target & valid).flatten(1).sum(1)
+            for key, a, b, c in zip(batch["key"], tp.tolist(), fp.tolist(), fn.tolist()):
+                self._val[name][key] += (a, b, c)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = {name: summarise(counts) for name, counts in self._val.items() if counts}
+        main = scores.get("mask") or scores.get("prompt")
+        if main is None:
+            return
+        for k in ("dice", "iou", "f1"):
+            self.log(f"val/{k}", main[k], prog_bar=k == "dice")
+        for src, d in main["per_source"].items():
+            self.log(f"val/{src}/dice", d)
+        if "prompt" in scores:
+            self.log("val/prompt_dice", scores["prompt"]["dice"])
+
+
+def summarise(counts: dict[str, np.ndarray]) -> dict:
+    """Per-image (tp, fp, fn) keyed ``"<source>/<id>"`` -> dice/iou (mean of per-source means of per-image
+    values), f1 (pooled pixels), per_source dice. An image with no nucleus and no prediction scores 1."""
+    per_src: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    tot = np.zeros(3)
+    for key, (tp, fp, fn) in counts.items():
+        tot += (tp, fp, fn)
+        denom = 2 * tp + fp + fn
+        dice = 1.0 if denom == 0 else 2 * tp / denom
+        iou = 1.0 if denom == 0 else tp / (tp + fp + fn)
+        per_src[key.split("/", 1)[0]].append((dice, iou))
+    src_dice = {s: float(np.mean([d for d, _ in v])) for s, v in per_src.items()}
+    src_iou = {s: float(np.mean([i for _, i in v])) for s, v in per_src.items()}
+    tp, fp, fn = tot
+    return {
+        "dice": float(np.mean(list(src_dice.values()))),
+        "iou": float(np.mean(list(src_iou.values()))),
+        "f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+        "per_source": src_dice,
+    }
