@@ -110,7 +110,8 @@ def read_labels(path: str | Path) -> np.ndarray:
     Raises SACError naming the file for unreadable files, float or negative values, or a wrong shape.
     """
     path = Path(path)
-    arr = np.squeeze(_read_array(path))
+    arr = _read_array(path)
+    arr = np.squeeze(arr) if arr.ndim > 2 else arr  # (1, H, W) pages; keep 1-row images 2-D
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
             raise SACError(f"label image has colour channels that differ (expected one instance id per pixel): {path}")
