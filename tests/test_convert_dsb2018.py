@@ -26,7 +26,8 @@ def _folder(base, pid, masks, shape=(6, 8)):
 
 
 def test_ids_follow_sorted_mask_names(tmp_path):
-    rgba = _folder(tmp_path, "img1", {"zz": (0, 2, 0, 2), "aa": (3, 5, 3, 5), "mm": (0, 2, 5, 8), "empty": (0, 0, 0, 0)})
+    masks = {"zz": (0, 2, 0, 2), "aa": (3, 5, 3, 5), "mm": (0, 2, 5, 8), "empty": (0, 0, 0, 0)}
+    rgba = _folder(tmp_path, "img1", masks)
     convert("dsb2018", tmp_path, tmp_path / "out")  # parent of stage1_train is accepted too
     lab = read_labels(tmp_path / "out/train/labels/img1.png")
     # sorted names: aa, empty (skipped: no pixels), mm, zz -> ids 1, 2, 3
@@ -51,7 +52,8 @@ def test_corrupt_mask_names_file_and_leaves_output_untouched(tmp_path):
     with pytest.raises(SACError, match=r"bad\.png"):
         convert("dsb2018", tmp_path, out)
     # the first (valid) folder was converted in staging but nothing reached OUT_ROOT
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["train", "train/images", "train/images/keep.png"]
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert left == ["train", "train/images", "train/images/keep.png"]
 
 
 def test_missing_masks_and_size_mismatch(tmp_path):

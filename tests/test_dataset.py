@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sac.data.augment import AugmentConfig, hed_jitter
+from sac.data.augment import hed_jitter
 from sac.data.dataset import CropDataset
 from sac.data.io import write_image, write_labels
 from sac.errors import SACError
@@ -151,7 +151,7 @@ def test_dataloader_workers_give_the_same_batches(root):
         dl = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers)
         return [b["image"] for b in dl]
 
-    for x, y in zip(batches(0), batches(2)):
+    for x, y in zip(batches(0), batches(2), strict=True):
         assert torch.equal(x, y)
 
 

@@ -179,7 +179,7 @@ def test_overlap_table_matches_loops():
     pred = rng.integers(0, 25, (40, 40))
     ov = overlaps(true, pred)
     tids, pids = np.unique(true)[1:], np.unique(pred)[1:]
-    for i, j, n in zip(ov.ti, ov.pj, ov.inter):
+    for i, j, n in zip(ov.ti, ov.pj, ov.inter, strict=True):
         assert n == np.sum((true == tids[i]) & (pred == pids[j]))
     assert ov.inter.sum() == np.sum((true > 0) & (pred > 0))
 

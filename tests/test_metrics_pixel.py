@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from sac.evaluation.pixel import PixelCounts, pixel_counts, pixel_scores, scores_from_counts

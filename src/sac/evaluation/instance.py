@@ -128,7 +128,7 @@ def one_to_one(ov: Overlaps) -> np.ndarray:
     chosen = []
     order = np.argsort(pair_comp, kind="stable")
     bounds = np.flatnonzero(np.r_[True, pair_comp[order][1:] != pair_comp[order][:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         idx = order[a:b]
         if idx.size == 1:
             chosen.append(idx)
