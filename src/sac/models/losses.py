@@ -45,18 +45,21 @@ def build_loss(name: str = "focal_dice") -> nn.Module:
 
 
 class SACLoss(nn.Module):
-    """Total training loss of a :class:`~sac.models.sac.SACOutput`: ``seg(mask_logits) + prompt_weight *
-    BCE(prompt_logits)`` (the BCE term is skipped when the model has no prompt generator).
+    """Total training loss of a :class:`~sac.models.sac.SACOutput`:
+    ``seg(mask_logits) + prompt_weight * BCE(prompt_logits) + iou_weight * MSE(iou_pred, IoU)``.
 
-    ``forward(out, target [B,1,S,S])`` returns ``{"loss", "mask_loss", "prompt_loss"}`` (scalar tensors;
-    ``prompt_loss`` is 0 without a prompt generator).
+    The IoU term is SAM's recipe: the decoder's IoU head regresses the (detached) IoU between the binary mask
+    ``mask_logits > 0`` and the target, so its score is meaningful at inference. The BCE term is skipped when
+    the model has no prompt generator. ``forward(out, target [B,1,S,S])`` returns scalar tensors
+    ``{"loss", "mask_loss", "prompt_loss", "iou_loss"}`` (``prompt_loss`` is 0 without a prompt generator).
     """
 
-    def __init__(self, seg: str = "focal_dice", prompt_weight: float = 1.0):
+    def __init__(self, seg: str = "focal_dice", prompt_weight: float = 1.0, iou_weight: float = 1.0):
         super().__init__()
         self.seg = build_loss(seg)
         self.bce = nn.BCEWithLogitsLoss()
         self.prompt_weight = prompt_weight
+        self.iou_weight = iou_weight
 
     def forward(self, out, target: torch.Tensor) -> dict[str, torch.Tensor]:
         target = target.to(out.mask_logits.dtype)
@@ -65,4 +68,11 @@ class SACLoss(nn.Module):
             prompt_loss = self.bce(out.prompt_logits, target)
         else:
             prompt_loss = mask_loss.new_zeros(())
-        return {"loss": mask_loss + self.prompt_weight * prompt_loss, "mask_loss": mask_loss, "prompt_loss": prompt_loss}
+        with torch.no_grad():
+            pred = (out.mask_logits > 0).to(target.dtype)
+            inter = (pred * target).flatten(1).sum(1)
+            union = ((pred + target) > 0).to(target.dtype).flatten(1).sum(1)
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+        iou_loss = nn.functional.mse_loss(out.iou_pred[:, 0], iou)
+        total = mask_loss + self.prompt_weight * prompt_loss + self.iou_weight * iou_loss
+        return {"loss": total, "mask_loss": mask_loss, "prompt_loss": prompt_loss, "iou_loss": iou_loss}

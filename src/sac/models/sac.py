@@ -94,6 +94,12 @@ class SAC(nn.Module):
         self.prompt_encoder.eval()
         return self
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        # TinyViT caches attention biases (`ab`) when switched to eval: refresh them from the loaded values.
+        self.train(self.training)
+        return result
+
     @property
     def encoder_trainable(self) -> bool:
         """True when some image-encoder parameter (LoRA) requires grad."""
@@ -201,7 +207,6 @@ class SAC(nn.Module):
             image_pe = self.prompt_encoder.get_dense_pe()
         src = emb.repeat_interleave(k, dim=0) if k > 1 else emb
         low_res, iou = _predict_masks(self.mask_decoder, src, image_pe, sparse, dense)
-        low_res, iou = low_res[:, :1], iou[:, :1]  # token 0 = the single-mask output
         if low_res.shape[-1] != self.input_size:
             low_res = F.interpolate(low_res, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         return low_res, iou
@@ -224,8 +229,10 @@ class SAC(nn.Module):
 def _predict_masks(
     dec: nn.Module, src: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``MaskDecoder.predict_masks`` with one image embedding per prompt set (rows of ``src`` and ``sparse``
-    correspond) instead of one image repeated for every prompt set. Same sub-modules, same maths."""
+    """``MaskDecoder.predict_masks`` restricted to the single-mask output (token 0, ``multimask_output=False``)
+    and with one image embedding per prompt set (rows of ``src`` and ``sparse`` correspond) instead of one image
+    repeated for every prompt set. Same sub-modules and maths; the 3 multimask hypernetwork MLPs are not run
+    (their output would be discarded), so they get no gradient. Returns ``[B,1,4h,4w]``, ``[B,1]``."""
     output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
     tokens = torch.cat((output_tokens, sparse.to(output_tokens.dtype)), dim=1)
@@ -234,15 +241,13 @@ def _predict_masks(
     b, c, h, w = src.shape
     hs, src = dec.transformer(src, pos_src, tokens)
     iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1 : (1 + dec.num_mask_tokens), :]
+    mask_token_out = hs[:, 1, :]  # mask token 0 = the single-mask output
     src = src.transpose(1, 2).reshape(b, c, h, w)
     upscaled = dec.output_upscaling(src)
-    hyper_in = torch.stack(
-        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
-    )
+    hyper_in = dec.output_hypernetworks_mlps[0](mask_token_out).unsqueeze(1)  # [B, 1, C']
     b, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-    return masks, dec.iou_prediction_head(iou_token_out)
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, 1, h, w)
+    return masks, dec.iou_prediction_head(iou_token_out)[:, :1]
 
 
 __all__ = ["SAC", "SACOutput", "GROUPS", "LoRAQKV"]
