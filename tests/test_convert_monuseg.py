@@ -8,7 +8,7 @@ import tifffile
 
 from sac.data.convert import convert
 from sac.data.convert.monuseg import rasterise
-from sac.data.convert.poly2mask import poly2mask
+from sac.data.convert.poly2mask import _intline, _matlab_round, _trace, poly2mask, poly2mask_window
 from sac.data.io import read_image, read_labels
 from sac.errors import SACError
 
@@ -29,6 +29,31 @@ def test_square_through_pixel_centres_keeps_bottom_right_edges():
     expected = np.zeros((4, 4), bool)
     expected[1:3, 1:3] = True
     np.testing.assert_array_equal(m, expected)
+
+
+def test_vectorised_trace_equals_matlab_intline_loop():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        k = int(rng.integers(2, 10))
+        xs = _matlab_round(5 * (rng.uniform(-3, 30, k) - 0.5) + 1)
+        ys = _matlab_round(5 * (rng.uniform(-3, 30, k) - 0.5) + 1)
+        if trial % 3 == 0:  # degenerate (repeated) vertices and axis-parallel segments
+            xs[1], ys[1] = xs[0], ys[0]
+            xs[-1] = xs[-2]
+        xs, ys = np.r_[xs, xs[0]], np.r_[ys, ys[0]]
+        parts = [_intline(int(xs[i]), int(xs[i + 1]), int(ys[i]), int(ys[i + 1])) for i in range(k)]
+        px, py = _trace(xs, ys)
+        np.testing.assert_array_equal(px, np.concatenate([p[0] for p in parts]))
+        np.testing.assert_array_equal(py, np.concatenate([p[1] for p in parts]))
+
+
+def test_window_matches_full_mask():
+    x, y = np.array([3.2, 9.7, 6.1]), np.array([2.4, 4.9, 8.8])
+    r0, c0, win = poly2mask_window(x, y, (12, 12))
+    full = np.zeros((12, 12), bool)
+    full[r0 : r0 + win.shape[0], c0 : c0 + win.shape[1]] = win
+    np.testing.assert_array_equal(full, poly2mask(x, y, (12, 12)))
+    assert win.any() and win.shape[0] < 12
 
 
 def test_direction_and_closing_do_not_matter():
