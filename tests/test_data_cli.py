@@ -86,3 +86,15 @@ def test_convert_cli_dsb_and_bad_input(tmp_path, capsys):
     assert "x1.png" in capsys.readouterr().err
     assert list((tmp_path / "out2").iterdir()) == []
     assert main(["data", "convert", "monuseg", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
+
+
+def test_convert_to_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    d = tmp_path / "raw" / "x1"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    iio.imwrite(d / "images" / "x1.png", np.zeros((5, 5, 4), np.uint8))
+    iio.imwrite(d / "masks" / "m1.png", np.full((5, 5), 255, np.uint8))
+    assert main(["data", "convert", "dsb2018", str(tmp_path / "raw"), str(blocker / "out")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err

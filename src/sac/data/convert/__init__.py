@@ -61,8 +61,11 @@ def _module(dataset: str):
 
 def _staging(out_root: Path) -> Path:
     """A fresh hidden folder inside ``out_root`` (same file system, so the final moves are renames)."""
-    out_root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".sac-convert-", dir=out_root))
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".sac-convert-", dir=out_root))
+    except OSError as exc:
+        raise SACError(f"cannot write to output folder {out_root}: {exc.strerror or exc}") from None
 
 
 def convert(
