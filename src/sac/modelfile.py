@@ -129,7 +129,8 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
             raise SACError(f"model {folder} was trained on {spec.name} weights sha256 {want}, "
                            f"but the installed ones have sha256 {model.backbone_sha256}")
     else:
-        needed = f"{meta.get('backbone_file') or spec.weights_file} (sha256 {want})"
+        name = meta.get("backbone_file") or spec.weights_file
+        needed = f"{name} (sha256 {want})" if name else f"the checkpoint file with sha256 {want}"
         if sam_checkpoint is None:
             raise SACError(f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH")
         if not Path(sam_checkpoint).is_file():
