@@ -25,6 +25,8 @@ from sac.errors import SACError
 
 # TIFFs with more pixels than this are read lazily; smaller files are simply decoded whole.
 LAZY_PIXELS = 2048 * 2048
+# Intensity levels of non-uint8 lazy TIFFs come from every 4th row/column above this size (bounded memory).
+SUBSAMPLE_PIXELS = 4096 * 4096
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -70,7 +72,7 @@ def to_rgb_uint8(arr: np.ndarray, *, levels: tuple[float, float] | None = None, 
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype != np.uint8:
         lo, hi = intensity_levels(arr) if levels is None else levels
-        data = np.nan_to_num(arr.astype(np.float32))
+        data = np.nan_to_num(arr.astype(np.float64))  # float64: same rounding as sac.data.io
         arr = np.round(np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
@@ -195,7 +197,7 @@ class TiffSource:
         so a 16-bit gigapixel page is never held whole. Exact for the 0..255 / [0, 1] rules; the percentiles
         are those of the subsample."""
         H, W = self.shape
-        step = 4 if H * W > LAZY_PIXELS else 1
+        step = 4 if H * W > SUBSAMPLE_PIXELS else 1
         parts = []
         for y in range(0, H, self._ch):
             band = self._read_raw(y, min(y + self._ch, H), 0, W)

@@ -1,0 +1,204 @@
+"""Instances, expert points and output writers: hand-made masks with known answers; files reloaded and checked."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from skimage.draw import disk
+
+from sac.errors import SACError
+from sac.inference.experts import check_points, parse_expert_points, points_for, simulate_expert
+from sac.inference.instances import components, watershed_instances
+from sac.inference.measure import nuclei_table
+from sac.inference.writers import (
+    NEGATIVE_RGB,
+    POSITIVE_RGB,
+    draw_overlay,
+    nucleus_polygons,
+    parse_formats,
+    write_geojson,
+    write_labels,
+    write_mask,
+    write_table,
+)
+
+
+def _touching_disks() -> np.ndarray:
+    """Two radius-12 disks whose centres are 20 px apart (they overlap) + one separate small disk."""
+    mask = np.zeros((80, 100), bool)
+    for centre, r in (((40, 30), 12), ((40, 50), 12), ((12, 85), 6)):
+        mask[disk(centre, r, shape=mask.shape)] = True
+    return mask
+
+
+def test_watershed_splits_touching_nuclei_components_do_not():
+    mask = _touching_disks()
+    assert components(mask).max() == 2
+    lab = watershed_instances(mask)
+    assert lab.max() == 3 and lab.dtype == np.int32
+    np.testing.assert_array_equal(lab > 0, mask)
+    # The split runs between the two centres.
+    assert lab[40, 30] != lab[40, 50] and lab[40, 30] > 0 and lab[40, 50] > 0
+
+
+def test_min_area_drops_small_objects_and_renumbers():
+    mask = _touching_disks()
+    mask[0, 0] = True  # a 1-pixel speck
+    lab = watershed_instances(mask, min_area=200)  # the r=6 disk (~113 px) and the speck go
+    assert lab.max() == 2 and sorted(np.unique(lab)) == [0, 1, 2]
+    assert components(mask, min_area=2).max() == 2  # merged pair + small disk; the speck goes
+    assert components(mask).max() == 3
+
+
+def test_prompt_points_add_seeds():
+    mask = np.zeros((60, 100), bool)
+    for cx in (35, 57):  # two strongly overlapping disks: h=20 exceeds their depth: no seed
+        mask[disk((30, cx), 14, shape=mask.shape)] = True
+    assert watershed_instances(mask, h=20).max() == 1
+    two = watershed_instances(mask, h=20, points=np.array([[35.0, 30.0], [57.0, 30.0]]))
+    assert two.max() == 2 and two[30, 35] != two[30, 57]
+
+
+def test_nuclei_table_columns_and_values():
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:6, 3:9] = 1  # 4 x 6 rectangle
+    lab[10:15, 20:25] = 2
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[lab == 1] = 90
+    t = nuclei_table(lab, img)
+    assert list(t["id"]) == [1, 2] and list(t["area"]) == [24, 25]
+    assert t.loc[0, "centroid_x"] == pytest.approx(5.5) and t.loc[0, "centroid_y"] == pytest.approx(3.5)
+    assert t.loc[0, "mean_intensity"] == pytest.approx(90) and t.loc[1, "mean_intensity"] == 0
+    assert tuple(t.loc[0, ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]]) == (3, 2, 9, 6)
+    assert len(nuclei_table(np.zeros((5, 5), np.int32))) == 0
+
+
+# ------------------------------------------------------------------ expert points
+def test_parse_inline_points():
+    pts = parse_expert_points("10,20,1; 30.5,40,0;7,8")
+    np.testing.assert_array_equal(pts, [[10, 20, 1], [30.5, 40, 0], [7, 8, 1]])
+    assert pts.dtype == np.float32
+
+
+@pytest.mark.parametrize("bad", ["10,20,2", "10;20", "a,b,1", "1,2,3,4", ";", "10,,1"])
+def test_parse_inline_rejects_bad_syntax(bad):
+    with pytest.raises(SACError, match="expert-points"):
+        parse_expert_points(bad)
+
+
+def test_parse_json_list_and_per_image(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps([[1, 2, 1], {"x": 3, "y": 4, "label": 0}]))
+    np.testing.assert_array_equal(parse_expert_points(str(f)), [[1, 2, 1], [3, 4, 0]])
+    g = tmp_path / "q.json"
+    g.write_text(json.dumps({"a.png": [[1, 2, 1]], "b": [[5, 6, 0]]}))
+    per = parse_expert_points(str(g))
+    from pathlib import Path
+
+    np.testing.assert_array_equal(points_for(per, Path("x/a.png")), [[1, 2, 1]])
+    np.testing.assert_array_equal(points_for(per, Path("y/b.tif")), [[5, 6, 0]])
+    assert points_for(per, Path("c.png")) is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SACError, match="bad.json"):
+        parse_expert_points(str(bad))
+    with pytest.raises(SACError, match="missing.json"):
+        parse_expert_points(str(tmp_path / "missing.json"))
+
+
+def test_points_outside_the_image_name_the_file():
+    ok = check_points(np.array([[0, 0, 1], [99, 49, 0]], np.float32), (50, 100), "img.png")
+    assert len(ok) == 2
+    with pytest.raises(SACError, match=r"img.png: expert point \(100, 3\)"):
+        check_points(np.array([[100, 3, 1]], np.float32), (50, 100), "img.png")
+    with pytest.raises(SACError, match="outside"):
+        check_points(np.array([[-1, 3, 1]], np.float32), (50, 100), "img.png")
+
+
+def test_simulated_expert_clicks_inside_nuclei_and_on_background():
+    lab = watershed_instances(_touching_disks())
+    pts = simulate_expert(lab, 2, np.random.default_rng(0))
+    assert pts.shape == (4, 3)
+    pos, neg = pts[pts[:, 2] == 1], pts[pts[:, 2] == 0]
+    assert len(pos) == 2 and len(neg) == 2
+    ids = [lab[int(y), int(x)] for x, y, _ in pos]
+    assert all(i > 0 for i in ids) and len(set(ids)) == 2  # two different nuclei
+    assert all(lab[int(y), int(x)] == 0 for x, y, _ in neg)
+    again = simulate_expert(lab, 2, np.random.default_rng(0))
+    np.testing.assert_array_equal(pts, again)  # seeded
+    assert simulate_expert(lab, 0, np.random.default_rng(0)).shape == (0, 3)
+
+
+# ------------------------------------------------------------------ writers
+def test_formats_parsing():
+    assert parse_formats("mask, csv") == ("mask", "csv")
+    assert len(parse_formats(None)) == 5
+    with pytest.raises(SACError, match="pdf"):
+        parse_formats("mask,pdf")
+
+
+def test_mask_and_labels_files_reload(tmp_path):
+    lab = watershed_instances(_touching_disks())
+    write_mask(tmp_path / "m.png", lab > 0)
+    m = iio.imread(tmp_path / "m.png")
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 255}
+    np.testing.assert_array_equal(m == 255, lab > 0)
+    write_labels(tmp_path / "l.tif", lab)
+    back = tifffile.imread(tmp_path / "l.tif")
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, lab)
+    many = np.arange(300 * 300, dtype=np.int64).reshape(300, 300)  # 89,999 ids > 65,535
+    write_labels(tmp_path / "big.tif", many)
+    back = tifffile.imread(tmp_path / "big.tif")
+    assert back.dtype == np.uint32 and back.max() == 89999
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def _shoelace(ring):
+    xy = np.asarray(ring)
+    return 0.5 * abs(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1]))
+
+
+def test_geojson_is_a_qupath_detection_collection(tmp_path):
+    lab = watershed_instances(_touching_disks())
+    table = nuclei_table(lab)
+    write_geojson(tmp_path / "n.geojson", lab, table)
+    gj = json.loads((tmp_path / "n.geojson").read_text())
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == lab.max()
+    for feat in gj["features"]:
+        assert feat["properties"]["objectType"] == "detection"
+        ring = feat["geometry"]["coordinates"][0]
+        assert feat["geometry"]["type"] == "Polygon" and ring[0] == ring[-1] and len(ring) >= 4
+        area = (lab == feat["properties"]["nucleus_id"]).sum()
+        assert abs(_shoelace(ring) - area) < 0.25 * area  # the polygon outlines the nucleus
+        assert feat["properties"]["measurements"]["area"] == area
+    # A lone square pixel block: polygon corners on pixel edges (QuPath convention).
+    sq = np.zeros((10, 10), np.int32)
+    sq[2:5, 3:7] = 1
+    (idx, ring), = nucleus_polygons(sq)
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    assert min(xs) == pytest.approx(3.0) and max(xs) == pytest.approx(7.0)
+    assert min(ys) == pytest.approx(2.0) and max(ys) == pytest.approx(5.0)
+
+
+def test_csv_has_one_row_per_nucleus(tmp_path):
+    lab = watershed_instances(_touching_disks())
+    write_table(tmp_path / "t.csv", nuclei_table(lab, np.zeros((*lab.shape, 3), np.uint8)))
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert len(t) == lab.max() and list(t["id"]) == list(range(1, lab.max() + 1))
+
+
+def test_overlay_draws_contours_and_prompt_colours():
+    lab = watershed_instances(_touching_disks())
+    img = np.full((*lab.shape, 3), 200, np.uint8)
+    prompts = np.array([[30, 40, 1], [5, 70, 0]], np.float32)
+    ov = draw_overlay(img, lab, prompts)
+    assert ov.shape == img.shape and ov.dtype == np.uint8
+    assert tuple(ov[40, 30]) == POSITIVE_RGB and tuple(ov[70, 5]) == NEGATIVE_RGB
+    assert (ov != img).any(axis=2).sum() > 100  # contours drawn
+    assert (img == 200).all()  # input untouched

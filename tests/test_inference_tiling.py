@@ -1,0 +1,123 @@
+"""Tiling geometry and stitching: an identity-like fake model must give its input map back exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sac.inference.config import InferenceConfig
+from sac.inference.segmenter import Segmenter
+from sac.inference.tiling import make_tiles, positions, weight_window
+from sac.models.config import SACConfig
+
+
+class IdentitySAC(nn.Module):
+    """Stand-in for :class:`sac.models.sac.SAC` whose mask probability is the red channel of its input tile.
+
+    Records every prompt set it is given, so tests can check how expert points are mapped into tiles.
+    """
+
+    def __init__(self, input_size: int = 64, n_points: int = 2):
+        super().__init__()
+        cfg = SACConfig()
+        cfg.prompts.n_points = n_points
+        self.cfg = cfg
+        self.input_size = input_size
+        self.image_encoder = nn.Identity()
+        self.prompt_generator = nn.Identity()
+        self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def prompt_logits(self, images):
+        return torch.logit(images[:, 1:2].clamp(1e-4, 1 - 1e-4))
+
+    def encode(self, images):
+        return images
+
+    def decode(self, emb, coords, labels):
+        self.calls.extend(zip(coords.numpy().copy(), labels.numpy().copy(), strict=True))
+        red = emb[:, :1].double().clamp(1e-6, 1 - 1e-6)
+        return torch.logit(red), torch.zeros(len(emb), 1)
+
+
+@pytest.mark.parametrize("length,size,overlap", [(1000, 256, 32), (257, 256, 32), (100, 256, 32), (512, 256, 0),
+                                                 (3000, 512, 64), (999, 100, 99)])
+def test_positions_cover_with_minimum_overlap(length, size, overlap):
+    pos = positions(length, size, overlap)
+    assert pos[0] == 0
+    assert pos == sorted(set(pos))
+    if length > size:
+        assert pos[-1] + size == length
+        gaps = np.diff(pos)
+        assert (size - gaps).min() >= min(overlap, size - 1)
+    else:
+        assert pos == [0]
+
+
+def test_tiles_cover_every_pixel_once_or_more():
+    tiles = make_tiles(700, 450, 256, 32)
+    cover = np.zeros((700, 450), int)
+    for t in tiles:
+        assert t.y1 - t.y0 <= 256 and t.x1 - t.x0 <= 256
+        cover[t.y0 : t.y1, t.x0 : t.x1] += 1
+    assert cover.min() >= 1 and cover.max() <= 4
+
+
+def test_weight_window_ramps_and_is_flat_inside():
+    w = weight_window(64, 8)
+    assert w.shape == (64, 64) and w.dtype == np.float32
+    assert w[32, 32] == 1.0 and w.min() > 0
+    assert w[0, 32] < w[4, 32] < w[8, 32] == 1.0
+
+
+@pytest.mark.parametrize("shape", [(200, 150), (50, 30), (64, 64), (130, 65)])
+@pytest.mark.parametrize("overlap", [0, 8, 20])
+def test_stitch_gives_identity_back(shape, overlap):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    seg = Segmenter(IdentitySAC(64), InferenceConfig(overlap=overlap, instances="components"))
+    res = seg.segment(image)
+    np.testing.assert_allclose(res.prob, image[..., 0] / 255.0, atol=1e-5)
+    np.testing.assert_allclose(res.prompt_prob, np.clip(image[..., 1] / 255.0, 1e-4, 1 - 1e-4), atol=1e-5)
+    assert res.tiles == len(make_tiles(*shape, 64, overlap))
+    np.testing.assert_array_equal(res.mask, res.labels > 0)
+    # Every reported prompt lies inside the image (none in the reflected padding).
+    p = res.prompts
+    assert len(p) and (p[:, 0] >= -0.5).all() and (p[:, 0] < shape[1]).all() and (p[:, 1] < shape[0]).all()
+
+
+def test_stitch_with_scale_is_close_to_identity():
+    yy, xx = np.mgrid[0:300, 0:220]
+    red = (127 + 120 * np.sin(xx / 15.0) * np.cos(yy / 11.0)).astype(np.uint8)  # smooth: survives resampling
+    image = np.stack([red, red, red], axis=2)
+    res = Segmenter(IdentitySAC(64), InferenceConfig(scale=0.5, overlap=8)).segment(image)
+    assert res.prob.shape == (300, 220)
+    assert np.abs(res.prob - red / 255.0)[4:-4, 4:-4].mean() < 0.02
+
+
+def test_expert_points_go_to_the_tiles_that_contain_them():
+    model = IdentitySAC(64, n_points=0)
+    image = np.full((100, 100, 3), 128, np.uint8)
+    seg = Segmenter(model, InferenceConfig(overlap=8, n_points=0))
+    pts = np.array([[10.0, 12.0, 1], [99.0, 99.0, 0]], np.float32)  # top-left tile only / bottom-right only
+    seg.segment(image, expert_points=pts)
+    tiles = seg.tiles_for(100, 100)
+    assert len(model.calls) == len(tiles) == 4
+    for tile, (coords, labels) in zip(tiles, model.calls, strict=True):
+        real = labels >= 0
+        expected = [(x - tile.x0, y - tile.y0, lab) for x, y, lab in pts
+                    if tile.x0 <= x < tile.x1 and tile.y0 <= y < tile.y1]
+        got = [(c[0], c[1], lab) for c, lab in zip(coords[real], labels[real], strict=True)]
+        assert got == expected
+    res = seg.segment(image, expert_points=pts)
+    np.testing.assert_allclose(res.prompts, pts)  # each point reported once per tile containing it
+
+
+def test_n_points_override_changes_prompt_count():
+    model = IdentitySAC(64, n_points=2)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    Segmenter(model, InferenceConfig(n_points=5, select="random")).segment(image)
+    coords, labels = model.calls[-1]
+    assert (labels == 1).sum() == 5 and (labels == 0).sum() == 5
