@@ -94,15 +94,15 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
     "vit_b": BackboneSpec(
         "vit_b", partial(_build_official, "vit_b"), "vit", 1024, SAM_MEAN, SAM_STD, "user",
-        "sam_vit_b_01ec64.pth", None, "SAM ViT-B (91M params), weights from --sam-checkpoint",
+        "sam_vit_b_01ec64.pth", None, "SAM ViT-B (93.7M params), weights from --sam-checkpoint",
     ),
     "vit_l": BackboneSpec(
         "vit_l", partial(_build_official, "vit_l"), "vit", 1024, SAM_MEAN, SAM_STD, "user",
-        "sam_vit_l_0b3195.pth", None, "SAM ViT-L (308M params), weights from --sam-checkpoint",
+        "sam_vit_l_0b3195.pth", None, "SAM ViT-L (312.3M params), weights from --sam-checkpoint",
     ),
     "vit_h": BackboneSpec(
         "vit_h", partial(_build_official, "vit_h"), "vit", 1024, SAM_MEAN, SAM_STD, "user",
-        "sam_vit_h_4b8939.pth", None, "SAM ViT-H (636M params), weights from --sam-checkpoint",
+        "sam_vit_h_4b8939.pth", None, "SAM ViT-H (641.1M params), weights from --sam-checkpoint",
     ),
     "vit_tiny": BackboneSpec(
         "vit_tiny", _build_vit_tiny, "vit", 128, SAM_MEAN, SAM_STD, "none", None, None,
