@@ -43,7 +43,8 @@ def test_official_format_checkpoint_round_trips(tiny_state):
     torch.save(state, path)
     model = build_sac(SACConfig(backbone="vit_tiny"), sam_checkpoint=path)
     assert model.backbone_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert torch.equal(model.image_encoder.blocks[0].attn.qkv.base.weight, state["image_encoder.blocks.0.attn.qkv.weight"])
+    qkv = model.image_encoder.blocks[0].attn.qkv
+    assert torch.equal(qkv.base.weight, state["image_encoder.blocks.0.attn.qkv.weight"])
     assert torch.equal(model.mask_decoder.iou_token.weight, state["mask_decoder.iou_token.weight"])
     assert torch.equal(model.prompt_encoder.not_a_point_embed.weight, state["prompt_encoder.not_a_point_embed.weight"])
     # {"model": state} wrappers (training checkpoints) are accepted too

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from sac.models.config import PromptConfig
@@ -144,3 +146,28 @@ def test_centroid_selection_is_fast_for_256_points():
     assert (prob[yi[labels == 1], xi[labels == 1]] == 1.0).all()  # every positive point in foreground
     assert (prob[yi[labels == 0], xi[labels == 0]] == 0.0).all()
     assert elapsed < 0.5, f"centroid selection took {elapsed:.3f} s"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    density=st.floats(0.0, 1.0),
+    n=st.integers(1, 20),
+    select=st.sampled_from(["centroid", "random"]),
+)
+def test_points_always_lie_in_their_class_region(seed, density, n, select):
+    rng = np.random.default_rng(seed)
+    # blobby random map: smoothed noise thresholded at a random density
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(rng.random((40, 48)), 2)
+    prob = (noise <= np.quantile(noise, density)).astype(np.float32)
+    cfg = PromptConfig(n_points=n, select=select, min_area=1)
+    coords, labels = select_points(prob, cfg, np.random.default_rng(seed))
+    again = select_points(prob, cfg, np.random.default_rng(seed))
+    np.testing.assert_array_equal(coords, again[0])
+    assert (labels == 1).sum() <= n and (labels == 0).sum() <= n
+    assert ((coords >= 0) & (coords <= [47, 39])).all()
+    xi, yi = np.rint(coords[:, 0]).astype(int), np.rint(coords[:, 1]).astype(int)
+    assert (prob[yi, xi][labels == 1] == 1).all()
+    assert (prob[yi, xi][labels == 0] == 0).all()

@@ -132,7 +132,9 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
         name = meta.get("backbone_file") or spec.weights_file
         needed = f"{name} (sha256 {want})" if name else f"the checkpoint file with sha256 {want}"
         if sam_checkpoint is None:
-            raise SACError(f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH")
+            raise SACError(
+                f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH"
+            )
         if not Path(sam_checkpoint).is_file():
             raise SACError(f"--sam-checkpoint {sam_checkpoint} not found; model {folder} needs {needed}")
         got = file_sha256(sam_checkpoint)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sac.models.config import SACConfig
-from sac.models.lora import LoRAQKV, apply_lora, lora_parameters
+from sac.models.lora import apply_lora, lora_parameters
 from sac.models.prompt_generator import PromptGenerator
 from sac.models.prompts import select_batch
 
@@ -201,7 +201,8 @@ class SAC(nn.Module):
         image; K > 1: e.g. one set per nucleus). Single-mask output (``multimask_output=False``)."""
         b, k = emb.shape[0], coords.shape[0] // max(emb.shape[0], 1)
         if coords.ndim != 3 or coords.shape[0] != b * k or labels.shape != coords.shape[:2]:
-            raise ValueError(f"decode: emb {tuple(emb.shape)} vs coords {tuple(coords.shape)} / labels {tuple(labels.shape)}")
+            shapes = f"emb {tuple(emb.shape)}, coords {tuple(coords.shape)}, labels {tuple(labels.shape)}"
+            raise ValueError(f"decode needs coords [B*K,N,2] and labels [B*K,N] for emb [B,...]; got {shapes}")
         with torch.no_grad():  # frozen prompt encoder, detached points: nothing to differentiate
             sparse, dense = self.prompt_encoder(points=(coords.float(), labels), boxes=None, masks=None)
             image_pe = self.prompt_encoder.get_dense_pe()
@@ -250,4 +251,4 @@ def _predict_masks(
     return masks, dec.iou_prediction_head(iou_token_out)[:, :1]
 
 
-__all__ = ["SAC", "SACOutput", "GROUPS", "LoRAQKV"]
+__all__ = ["SAC", "SACOutput", "GROUPS"]
