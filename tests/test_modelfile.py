@@ -144,3 +144,20 @@ def test_litemedsam_model_file_is_small_and_round_trips(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(SACError, match="packaged"):
         load_model_file(folder, sam_checkpoint=tmp_path / "x.pth")
+
+
+def test_half_precision_save_is_half_the_size_and_close(tmp_path, tiny_checkpoint):
+    torch.manual_seed(0)
+    model = build_sac(_cfg(), sam_checkpoint=tiny_checkpoint)
+    _perturb(model)
+    full = save_model(tmp_path / "full", model)
+    half = save_model(tmp_path / "half", model, half=True)
+    ratio = (half / WEIGHTS_NAME).stat().st_size / (full / WEIGHTS_NAME).stat().st_size
+    assert 0.45 < ratio < 0.55
+    assert read_model_config(half)["stored_dtype"] == "float16"
+    loaded = load_model_file(half, sam_checkpoint=tiny_checkpoint)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    images = torch.rand(1, 3, 128, 128)
+    ref, got = _outputs(model.eval(), images)[0], _outputs(loaded, images)[0]
+    assert not torch.equal(ref, got)  # really rounded
+    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.05)

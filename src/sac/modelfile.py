@@ -27,10 +27,14 @@ FORMAT = "sac-model"
 FORMAT_VERSION = 1
 
 
-def save_model(path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] | None = None) -> Path:
+def save_model(
+    path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] | None = None, half: bool = False
+) -> Path:
     """Save ``model`` (a :class:`~sac.models.sac.SAC`) into folder ``path`` (created if needed); returns it.
 
     ``cfg`` defaults to ``model.cfg``; ``extra`` must be JSON-serialisable. Other files in the folder are kept.
+    ``half=True`` stores floating-point tensors as float16 (half the size, e.g. for a bundled model); they are
+    cast back to float32 on load, so outputs differ slightly from the saved model's (fp16 rounding).
     """
     from safetensors.torch import save
 
@@ -42,6 +46,8 @@ def save_model(path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] |
     includes_backbone = model.backbone_sha256 is None
     state = model.state_dict() if includes_backbone else model.trained_state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     blob = save(tensors, metadata={"format": FORMAT})
     meta = {
         "format": FORMAT,
@@ -52,6 +58,7 @@ def save_model(path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] |
         "backbone_file": _spec(cfg.backbone).weights_file,
         "includes_backbone": includes_backbone,
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "stored_dtype": "float16" if half else "float32",
         "n_tensors": len(tensors),
         "n_values": int(sum(t.numel() for t in tensors.values())),
         "config": to_dict(cfg),
@@ -152,6 +159,7 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     if problems:
         more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
         raise SACError(f"{weights} does not fit its config ({spec.name}): {'; '.join(problems[:4])}{more}")
-    model.load_state_dict(tensors, strict=False)  # strictness checked above against the trained subset
+    # strictness checked above against the trained subset; copy_ casts float16-stored tensors back to float32
+    model.load_state_dict(tensors, strict=False)
     model.model_info = meta
     return model.to(device).eval()
