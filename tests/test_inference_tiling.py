@@ -32,6 +32,9 @@ class IdentitySAC(nn.Module):
     def prompt_logits(self, images):
         return torch.logit(images[:, 1:2].clamp(1e-4, 1 - 1e-4))
 
+    def normalise(self, images):
+        return images
+
     def encode(self, images):
         return images
 
@@ -121,3 +124,49 @@ def test_n_points_override_changes_prompt_count():
     Segmenter(model, InferenceConfig(n_points=5, select="random")).segment(image)
     coords, labels = model.calls[-1]
     assert (labels == 1).sum() == 5 and (labels == 0).sum() == 5
+
+
+def test_inference_encoder_matches_model_encode():
+    """LoRA merged + BN folded copy == SAC.encode (tiny ViT with non-zero LoRA), and the model is untouched."""
+    from sac.backbones import build_sac
+    from sac.inference.encoder import inference_encoder
+    from sac.models.lora import LoRAQKV
+
+    from sac.models.config import PromptConfig
+
+    torch.manual_seed(0)
+    model = build_sac(SACConfig(backbone="vit_tiny", prompts=PromptConfig(enabled=False)), pretrained=False)
+    for m in model.modules():
+        if isinstance(m, LoRAQKV):
+            torch.nn.init.normal_(m.lora_b_q, std=0.5)
+            torch.nn.init.normal_(m.lora_b_v, std=0.5)
+    x = torch.rand(2, 3, 128, 128)
+    enc = inference_encoder(model.image_encoder)
+    assert enc.sac_merged_lora == 2
+    with torch.inference_mode():
+        want = model.encode(x)
+        got = enc(model.normalise(x).contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert sum(isinstance(m, LoRAQKV) for m in model.modules()) == 2  # original still wrapped
+
+
+@pytest.mark.slow
+def test_inference_encoder_matches_on_litemedsam():
+    """The real TinyViT: 10 LoRA layers merged and every Conv2d_BN folded, same embedding."""
+    from sac.backbones import build_sac
+    from sac.inference.encoder import inference_encoder
+    from sac.models.lora import LoRAQKV
+
+    torch.manual_seed(0)
+    model = build_sac()
+    for m in model.modules():
+        if isinstance(m, LoRAQKV):
+            torch.nn.init.normal_(m.lora_b_q, std=0.05)
+            torch.nn.init.normal_(m.lora_b_v, std=0.05)
+    enc = inference_encoder(model.image_encoder)
+    assert enc.sac_merged_lora == 10 and enc.sac_fused_bn > 10
+    x = torch.rand(1, 3, 256, 256)
+    with torch.inference_mode():
+        want = model.encode(x)
+        got = enc(model.normalise(x).contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
