@@ -170,3 +170,16 @@ def test_inference_encoder_matches_on_litemedsam():
         want = model.encode(x)
         got = enc(model.normalise(x).contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+def test_tile_smaller_than_the_model_input_is_padded_and_exact():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(90, 70, 3), dtype=np.uint8)
+    seg = Segmenter(IdentitySAC(64), InferenceConfig(tile=40, overlap=6))
+    res = seg.segment(image)
+    assert seg.window() == (40, 6) and res.tiles == len(make_tiles(90, 70, 40, 6))
+    np.testing.assert_allclose(res.prob, image[..., 0] / 255.0, atol=1e-5)
+    from sac.errors import SACError
+
+    with pytest.raises(SACError, match="larger than the model input"):
+        Segmenter(IdentitySAC(64), InferenceConfig(tile=128))

@@ -93,6 +93,13 @@ class Segmenter:
         self.model = model.to(self.device).eval()
         self.encoder = inference_encoder(model.image_encoder) if fast_encoder else None
         self.input_size = int(model.input_size)
+        # Model-space window: the backbone input, or a smaller --tile that is padded up to it.
+        self.tile_model = self.cfg.tile or self.input_size
+        if self.tile_model > self.input_size:
+            from sac.errors import SACError
+
+            raise SACError(f"--tile {self.tile_model} is larger than the model input ({self.input_size} px); "
+                           "use --scale to cover more image pixels per tile")
         prompts = model.cfg.prompts
         self.prompt_cfg = dataclasses.replace(
             prompts,
@@ -104,7 +111,7 @@ class Segmenter:
     # ------------------------------------------------------------------ geometry
     def window(self) -> tuple[int, int]:
         """(tile, overlap) in original-image pixels for the configured model-space tile, overlap and scale."""
-        s = self.cfg.tile or self.input_size
+        s = self.tile_model
         overlap = self.cfg.overlap if self.cfg.overlap is not None else s // 8
         return max(1, round(s / self.cfg.scale)), max(0, round(overlap / self.cfg.scale))
 
@@ -127,7 +134,8 @@ class Segmenter:
 
     # ------------------------------------------------------------------ per-tile model calls
     def _tensor(self, source, tile: Tile) -> torch.Tensor:
-        """Window of ``source`` -> ``float32 [3, S, S]`` in [0, 1], padded (reflect) and resampled to S."""
+        """Window of ``source`` -> ``float32 [3, S, S]`` in [0, 1]: padded (reflect) to the window, resampled to the
+        model-space tile T, padded (reflect) to the model input S when T < S."""
         region = source.read(tile.y0, tile.y1, tile.x0, tile.x1)
         h, w = region.shape[:2]
         if h < tile.size or w < tile.size:
@@ -135,9 +143,12 @@ class Segmenter:
             mode = "reflect" if min(h, w) > 1 else "edge"
             region = np.pad(region, ((0, tile.size - h), (0, tile.size - w), (0, 0)), mode=mode)
         t = torch.from_numpy(np.ascontiguousarray(region)).permute(2, 0, 1).float().div_(255.0)
-        if tile.size != self.input_size:
-            t = F.interpolate(t[None], size=(self.input_size,) * 2, mode="bilinear", antialias=True,
+        if tile.size != self.tile_model:
+            t = F.interpolate(t[None], size=(self.tile_model,) * 2, mode="bilinear", antialias=True,
                               align_corners=False)[0]
+        if self.tile_model < self.input_size:
+            pad = self.input_size - self.tile_model
+            t = F.pad(t[None], (0, pad, 0, pad), mode="reflect" if pad < self.tile_model else "replicate")[0]
         return t
 
     def _expert_in(self, tile: Tile, points: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +157,7 @@ class Segmenter:
             return np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
         x, y = points[:, 0], points[:, 1]
         inside = (x >= tile.x0) & (x < tile.x1) & (y >= tile.y0) & (y < tile.y1)
-        f = self.input_size / tile.size
+        f = self.tile_model / tile.size
         # Pixel centres map onto pixel centres: (p + 0.5) * f - 0.5.
         xy = np.stack([(x[inside] - tile.x0 + 0.5) * f - 0.5, (y[inside] - tile.y0 + 0.5) * f - 0.5], axis=1)
         return xy.astype(np.float32), points[inside, 2].astype(np.int64)
@@ -172,8 +183,9 @@ class Segmenter:
         return sac_prob, prob, list(zip(coords, labels, strict=True))
 
     def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
-        """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels."""
-        if size == self.input_size:
+        """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
+        maps = maps[:, : self.tile_model, : self.tile_model]
+        if size == self.tile_model:
             return maps
         t = F.interpolate(torch.from_numpy(maps)[None], size=(size, size), mode="bilinear", align_corners=False)
         return t[0].numpy()
@@ -202,7 +214,7 @@ class Segmenter:
         stitcher = Stitcher(H, W, 2 if self.has_unet else 1, weight_window(size, overlap))
         rng = np.random.default_rng(self.cfg.seed)
         used: list[np.ndarray] = []
-        f = self.input_size / size
+        f = self.tile_model / size
         for i in range(0, len(tiles), self.cfg.batch):
             chunk = tiles[i : i + self.cfg.batch]
             batch = torch.stack([self._tensor(source, t) for t in chunk])
