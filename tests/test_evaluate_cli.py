@@ -105,6 +105,24 @@ def test_argument_errors(data, tmp_path, capsys):
     assert "prediction folder not found" in capsys.readouterr().err
 
 
+def test_unwritable_json_fails_before_scoring(data, tmp_path, monkeypatch, capsys):
+    import sac.evaluation.report as report
+
+    pred = tmp_path / "pred"
+    shutil.copytree(data / "val" / "labels", pred)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    def never(*a, **k):
+        raise AssertionError("scored before checking --json")
+
+    monkeypatch.setattr(report, "score_folder", never)
+    for out in (tmp_path, blocker / "r.json"):  # an existing folder; a path under a file
+        assert main(["evaluate", "--pred", str(pred), "--data", str(data), "--split", "val", "--json", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write {out}") and err.count("\n") == 1
+
+
 def test_model_not_available(data, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sac.inference.evaluate", None)  # import fails like a missing module
     assert main(["evaluate", "--model", "default", "--data", str(data), "--split", "val"]) == 2

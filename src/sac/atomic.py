@@ -10,9 +10,45 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from sac.errors import SACError
+
+
+def _create_temp(target: Path) -> Path:
+    """Create an empty, new temporary file beside ``target`` and return its path.
+
+    Not ``tempfile.mkstemp``: that creates the file with mode 0600, so every output would end up
+    unreadable to other users (e.g. colleagues on a shared drive). ``os.open(..., 0o666)`` lets the
+    process umask decide, exactly like an ordinary ``open(path, "w")``; ``O_EXCL`` keeps it race-free.
+    """
+    suffix = ".tmp" + "".join(target.suffixes[-1:])
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {target}")  # pragma: no cover
+
+
+def check_writable(target: str | os.PathLike) -> None:
+    """Raise :class:`~sac.errors.SACError` if ``target`` clearly cannot be written: it is a folder, or its
+    nearest existing ancestor is not a writable folder. Commands call it before a long computation so that a
+    mistyped output path fails at once, not after the work is done."""
+    target = Path(target)
+    if target.is_dir():
+        raise SACError(f"cannot write {target}: it is a folder")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SACError(f"cannot write {target}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SACError(f"cannot write {target}: no write permission in {parent}")
 
 
 @contextlib.contextmanager
@@ -21,18 +57,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the target's suffix (``x.png`` -> ``.x.png.<random>.tmp.png``) so that
     libraries which pick a format from the extension (imageio, tifffile, matplotlib) still work.
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched. A target that
+    cannot be written (an existing folder, a read-only or impossible location) raises
+    :class:`~sac.errors.SACError` naming it; errors of the code writing the temporary file pass through.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + "".join(target.suffixes[-1:]), dir=target.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    check_writable(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _create_temp(target)
+    except OSError as exc:
+        raise SACError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise SACError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

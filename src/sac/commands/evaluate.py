@@ -45,8 +45,11 @@ def run(args) -> int:
 
     if (args.pred is None) == (args.model is None):
         raise SACError("give exactly one of --pred PRED_DIR or --model RUN_DIR|default|sam")
+    from sac.atomic import atomic_write_text, check_writable
     from sac.evaluation.report import format_table
 
+    if args.json:
+        check_writable(args.json)  # fail now, not after scoring every image
     if args.pred is not None:
         used = [f"--{k.replace('_', '-')}" for k in _MODEL_ONLY if getattr(args, k) is not None]
         if used:
@@ -75,8 +78,6 @@ def run(args) -> int:
     result.update({"data": str(args.data), "split": args.split})
     print(format_table(result))
     if args.json:
-        from sac.atomic import atomic_write_text
-
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
