@@ -69,10 +69,20 @@ def test_mismatching_checkpoint_names_backbone_and_keys(tiny_state):
     assert "shape image_encoder.blocks.0.attn.qkv.weight (10, 64) != (192, 64)" in msg
 
 
-def test_unreadable_or_missing_checkpoint(tmp_path):
+class _Payload:
+    def __reduce__(self):  # unpickling would call print(): weights_only=True must refuse it
+        return (print, ("code ran",))
+
+
+def test_unreadable_or_missing_checkpoint(tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(SACError, match="cannot read checkpoint .*junk.pth"):
-        build_sam("vit_tiny", tmp_path / "junk.pth")
+    torch.save({"x": _Payload()}, tmp_path / "pickled.pth")
+    for name in ("junk.pth", "pickled.pth"):
+        with pytest.raises(SACError, match=f"cannot read checkpoint .*{name}: not a plain PyTorch state dict") as err:
+            build_sam("vit_tiny", tmp_path / name)
+        # one line, and never torch's advice to retry with weights_only=False
+        assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+    assert "code ran" not in capsys.readouterr().out
     with pytest.raises(SACError, match="not found .*sam_vit_b_01ec64.pth"):
         build_sam("vit_b", tmp_path / "missing.pth")
     with pytest.raises(SACError, match="vit_b needs .*--sam-checkpoint.*sam_vit_b_01ec64.pth"):

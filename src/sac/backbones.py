@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -161,27 +162,39 @@ def load_backbone_weights(sam, path: str | os.PathLike, spec: BackboneSpec) -> N
         raise SACError(f"{spec.name}: checkpoint {path} not found (expected e.g. {spec.weights_file})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors: not a usable checkpoint
-        raise SACError(f"{spec.name}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    except pickle.UnpicklingError:
+        # torch's own message is many lines long and suggests weights_only=False, which we never do.
+        expected = spec.weights_file or "an official SAM .pth"
+        raise SACError(f"{spec.name}: cannot read checkpoint {path}: not a plain PyTorch state dict (not a .pth "
+                       f"file, or it holds pickled objects besides tensors); expected {expected}") from None
+    except Exception as exc:  # zip/IO errors: not a usable checkpoint
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise SACError(f"{spec.name}: cannot read checkpoint {path}: {type(exc).__name__}: {detail}") from None
     if isinstance(state, dict) and isinstance(state.get("model", state.get("state_dict")), dict):
         state = state.get("model", state.get("state_dict"))
     if not isinstance(state, dict):
         raise SACError(f"{spec.name}: checkpoint {path} is not a state dict")
-    own = sam.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [
-        f"shape {k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
-    ]
+    problems = state_dict_mismatch(sam.state_dict(), state)
     if problems:
-        more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
         raise SACError(
-            f"checkpoint {path} does not fit backbone {spec.name}: {'; '.join(problems[:4])}{more}"
+            f"checkpoint {path} does not fit backbone {spec.name}: {problems}"
             f" -- expected {spec.weights_file or 'an official SAM checkpoint of this size'}"
         )
     sam.load_state_dict(state, strict=True)
+
+
+def state_dict_mismatch(own: dict, state: dict, limit: int = 4) -> str:
+    """``""`` when ``state`` has exactly the keys and shapes of ``own``; else the first ``limit`` problems,
+    e.g. ``"missing a.w; unexpected b.w; shape c.w (10, 64) != (192, 64) (+3 more)"``."""
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [
+        f"shape {k} {tuple(getattr(state[k], 'shape', ()))} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+    ]
+    more = f" (+{len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
 
 
 def build_sam(name: str, checkpoint: str | os.PathLike | None = None, pretrained: bool = True):
@@ -217,12 +230,13 @@ def build_sac(cfg=None, sam_checkpoint: str | os.PathLike | None = None, pretrai
     for parameter counting without memory).
     """
     from sac.models.config import SACConfig
+    from sac.models.prompts import SELECT_METHODS
     from sac.models.sac import SAC
 
     cfg = SACConfig() if cfg is None else cfg
     spec = get_spec(cfg.backbone)
-    if cfg.prompts.select not in ("centroid", "random"):
-        raise SACError(f"unknown prompt selection {cfg.prompts.select!r} (valid: centroid, random)")
+    if cfg.prompts.select not in SELECT_METHODS:
+        raise SACError(f"unknown prompt selection {cfg.prompts.select!r} (valid: {', '.join(SELECT_METHODS)})")
     if cfg.lora.enabled and cfg.lora.rank < 1:
         raise SACError(f"lora rank must be >= 1, got {cfg.lora.rank}")
     sam, sha = build_sam(spec.name, sam_checkpoint, pretrained)

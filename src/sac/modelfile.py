@@ -112,7 +112,7 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from sac.backbones import build_sac, file_sha256
+    from sac.backbones import build_sac, file_sha256, state_dict_mismatch
     from sac.models.config import SACConfig, from_dict
 
     folder = model_folder(path)
@@ -153,12 +153,9 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     except (SafetensorError, OSError) as exc:
         raise SACError(f"{weights}: cannot read: {exc}") from None
     own = model.state_dict() if meta.get("includes_backbone") else model.trained_state_dict()
-    problems = [f"missing {k}" for k in own if k not in tensors]
-    problems += [f"unexpected {k}" for k in tensors if k not in own]
-    problems += [f"shape {k}" for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    problems = state_dict_mismatch(own, tensors)
     if problems:
-        more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
-        raise SACError(f"{weights} does not fit its config ({spec.name}): {'; '.join(problems[:4])}{more}")
+        raise SACError(f"{weights} does not fit its config ({spec.name}): {problems}")
     # strictness checked above against the trained subset; copy_ casts float16-stored tensors back to float32
     model.load_state_dict(tensors, strict=False)
     model.model_info = meta

@@ -43,7 +43,9 @@ def _read_array(path: Path) -> np.ndarray:
 
             arr = iio.imread(path)
     except Exception as exc:  # decoders raise many unrelated types for a corrupt file
-        raise SACError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        # First line only: imageio appends multi-line plugin install hints that do not help with a corrupt file.
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise SACError(f"cannot read {path}: {type(exc).__name__}: {detail}") from None
     arr = np.asarray(arr)
     if arr.size == 0:
         raise SACError(f"image has no pixels: {path}")
