@@ -97,14 +97,19 @@ def aji(ov: Overlaps) -> float:
     # For each true nucleus the overlapping pair with highest IoU (ties: lowest pred index, like argmax).
     order = np.lexsort((ov.pj, -iou, ov.ti))
     first = order[np.r_[True, ov.ti[order][1:] != ov.ti[order][:-1]]] if order.size else order
-    inter = ov.inter[first].sum()
-    union = ov.union[first].sum()
+    return _aggregated_jaccard(ov, first)
+
+
+def _aggregated_jaccard(ov: Overlaps, sel: np.ndarray) -> float:
+    """C / U over the chosen pairs ``sel`` (indices into the pair arrays): C = their summed intersections,
+    U = their summed unions + the areas of the true and predicted nuclei that are in no chosen pair."""
+    union = ov.union[sel].sum()
     paired_true = np.zeros(ov.true_area.size, bool)
-    paired_true[ov.ti[first]] = True
-    used_pred = np.zeros(ov.pred_area.size, bool)
-    used_pred[ov.pj[first]] = True
-    union += ov.true_area[~paired_true].sum() + ov.pred_area[~used_pred].sum()
-    return float(inter / union) if union > 0 else 0.0
+    paired_true[ov.ti[sel]] = True
+    paired_pred = np.zeros(ov.pred_area.size, bool)
+    paired_pred[ov.pj[sel]] = True
+    union += ov.true_area[~paired_true].sum() + ov.pred_area[~paired_pred].sum()
+    return float(ov.inter[sel].sum() / union) if union > 0 else 0.0
 
 
 def one_to_one(ov: Overlaps) -> np.ndarray:
@@ -149,15 +154,7 @@ def aji_plus(ov: Overlaps) -> float:
     """AJI+ (one-to-one pairing, HoVer-Net definition, see module docstring)."""
     if _both_empty(ov):
         return 1.0
-    sel = one_to_one(ov)
-    inter = ov.inter[sel].sum()
-    union = ov.union[sel].sum()
-    paired_true = np.zeros(ov.true_area.size, bool)
-    paired_true[ov.ti[sel]] = True
-    paired_pred = np.zeros(ov.pred_area.size, bool)
-    paired_pred[ov.pj[sel]] = True
-    union += ov.true_area[~paired_true].sum() + ov.pred_area[~paired_pred].sum()
-    return float(inter / union) if union > 0 else 0.0
+    return _aggregated_jaccard(ov, one_to_one(ov))
 
 
 @dataclass(frozen=True)
