@@ -22,8 +22,8 @@ def add_arguments(parser):
     c.add_argument("raw_dir", metavar="RAW_DIR", help="folder of the original download")
     c.add_argument("out_root", metavar="OUT_ROOT", help="output dataset root")
     c.add_argument("--split", default=None,
-                   help="output split for monuseg/dsb2018 (default train); for glas, convert only this "
-                        "split (train, testA or testB; default all)")
+                   help="output split for monuseg/dsb2018 (None = train); for glas, convert only this "
+                        "split (train, testA or testB; None = all)")
     s = sub.add_parser("split", help="move a random fraction of one split into another (recorded in "
                                      "ROOT/split_<to>.json)", formatter_class=fmt)
     s.add_argument("root", metavar="ROOT", help="dataset root in the standard layout")

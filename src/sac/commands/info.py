@@ -15,7 +15,7 @@ _ROWS = (
 
 def add_arguments(parser):
     parser.add_argument("--backbone", default="litemedsam", help="litemedsam, vit_b, vit_l or vit_h")
-    parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank r (default: the config's, 4)")
+    parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank r; None = the config's rank (4)")
     parser.add_argument("--no-lora", action="store_true", help="count the SAM-FT variant (no LoRA)")
     parser.add_argument("--no-prompts", action="store_true", help="count without the auto-prompt generator")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
