@@ -8,7 +8,7 @@ import tifffile
 
 from sac.data.convert import convert
 from sac.data.convert.monuseg import rasterise
-from sac.data.convert.poly2mask import _intline, _matlab_round, _trace, poly2mask, poly2mask_window
+from sac.data.convert.poly2mask import _matlab_round, _trace, poly2mask, poly2mask_window
 from sac.data.io import read_image, read_labels
 from sac.errors import SACError
 
@@ -29,6 +29,32 @@ def test_square_through_pixel_centres_keeps_bottom_right_edges():
     expected = np.zeros((4, 4), bool)
     expected[1:3, 1:3] = True
     np.testing.assert_array_equal(m, expected)
+
+
+def _intline(x1: int, x2: int, y1: int, y2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: integer points of the segment (x1, y1) -> (x2, y2), endpoints included (MATLAB ``intline``,
+    one segment at a time, as MATLAB loops over them)."""
+    dx, dy = abs(x2 - x1), abs(y2 - y1)
+    if dx == 0 and dy == 0:
+        return np.array([x1], dtype=np.float64), np.array([y1], dtype=np.float64)
+    flip = False
+    if dx >= dy:
+        if x1 > x2:  # always draw left to right so the result does not depend on direction
+            x1, x2, y1, y2 = x2, x1, y2, y1
+            flip = True
+        m = (y2 - y1) / (x2 - x1)
+        x = np.arange(x1, x2 + 1, dtype=np.float64)
+        y = _matlab_round(y1 + m * (x - x1))
+    else:
+        if y1 > y2:
+            x1, x2, y1, y2 = x2, x1, y2, y1
+            flip = True
+        m = (x2 - x1) / (y2 - y1)
+        y = np.arange(y1, y2 + 1, dtype=np.float64)
+        x = _matlab_round(x1 + m * (y - y1))
+    if flip:
+        x, y = x[::-1], y[::-1]
+    return x, y
 
 
 def test_vectorised_trace_equals_matlab_intline_loop():

@@ -30,37 +30,13 @@ def _matlab_round(v: np.ndarray) -> np.ndarray:
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
-def _intline(x1: int, x2: int, y1: int, y2: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer points of the segment (x1, y1) -> (x2, y2), endpoints included (MATLAB ``intline``)."""
-    dx, dy = abs(x2 - x1), abs(y2 - y1)
-    if dx == 0 and dy == 0:
-        return np.array([x1], dtype=np.float64), np.array([y1], dtype=np.float64)
-    flip = False
-    if dx >= dy:
-        if x1 > x2:  # always draw left to right so the result does not depend on direction
-            x1, x2, y1, y2 = x2, x1, y2, y1
-            flip = True
-        m = (y2 - y1) / (x2 - x1)
-        x = np.arange(x1, x2 + 1, dtype=np.float64)
-        y = _matlab_round(y1 + m * (x - x1))
-    else:
-        if y1 > y2:
-            x1, x2, y1, y2 = x2, x1, y2, y1
-            flip = True
-        m = (x2 - x1) / (y2 - y1)
-        y = np.arange(y1, y2 + 1, dtype=np.float64)
-        x = _matlab_round(x1 + m * (y - y1))
-    if flip:
-        x, y = x[::-1], y[::-1]
-    return x, y
-
-
 def _trace(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All segments' :func:`_intline` points concatenated (shared endpoints repeated), vectorised.
+    """Integer points of every segment (MATLAB ``intline``) concatenated, shared endpoints repeated; vectorised.
 
-    Same arithmetic as the loop ``concat(_intline(xs[k], xs[k+1], ys[k], ys[k+1]))``: each segment is
-    generated from its left (x-major) or lower (y-major) end with ``t = 0..n-1`` and reversed when
-    MATLAB would have flipped it, so the rounding is bit-identical (checked in the tests).
+    Same arithmetic as MATLAB's loop ``concat(intline(xs[k], xs[k+1], ys[k], ys[k+1]))`` (kept as the
+    reference in tests/test_convert_monuseg.py): each segment is generated from its left (x-major) or
+    lower (y-major) end with ``t = 0..n-1`` and reversed when MATLAB would have flipped it, so the
+    rounding is bit-identical (checked in the tests).
     """
     x1, x2, y1, y2 = xs[:-1], xs[1:], ys[:-1], ys[1:]
     dx, dy = np.abs(x2 - x1), np.abs(y2 - y1)
