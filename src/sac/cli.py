@@ -17,7 +17,11 @@ COMMANDS = ("segment", "train", "evaluate", "info", "data")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults in --help and keep the description's line breaks."""
+    """Show defaults in --help (except on required options, which have none) and keep the description's
+    line breaks."""
+
+    def _get_help_string(self, action):
+        return action.help if action.required else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,10 +12,8 @@ DATASETS = ("monuseg", "dsb2018", "glas")  # mirrored in sac.data.convert (kept 
 
 
 def add_arguments(parser):
-    import argparse
-
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = parser.formatter_class  # sac's own: shows defaults, like every other subcommand
     c = sub.add_parser("convert", help="convert an original download to <OUT_ROOT>/<split>/{images,labels}",
                        formatter_class=fmt)
     c.add_argument("dataset", choices=DATASETS, help="which dataset RAW_DIR holds")
