@@ -89,6 +89,16 @@ def test_labels_too_many_for_uint16(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_labels_negative_or_float_are_refused_not_wrapped(tmp_path):
+    with pytest.raises(ValueError, match=">= 0, got -1"):
+        write_labels(tmp_path / "l.png", np.array([[0, -1]]))  # uint16 would turn -1 into id 65535
+    with pytest.raises(ValueError, match="integer"):
+        write_labels(tmp_path / "l.png", np.array([[0.0, 1.7]]))
+    assert not list(tmp_path.iterdir())
+    write_labels(tmp_path / "b.png", np.array([[False, True]]))
+    np.testing.assert_array_equal(read_labels(tmp_path / "b.png"), [[0, 1]])
+
+
 def test_labels_rgb_equal_channels_ok_else_error(tmp_path):
     lab = np.array([[0, 1], [2, 2]], np.uint8)
     iio.imwrite(tmp_path / "same.png", np.stack([lab] * 3, -1))

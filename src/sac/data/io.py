@@ -139,8 +139,14 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> None:
-    """Atomically write an instance map as uint16 PNG (or TIFF by suffix). Raises SACError if ids > 65535."""
+    """Atomically write an instance map as uint16 PNG (or TIFF by suffix). Raises SACError if ids > 65535.
+
+    ``labels`` must be integer (or bool) and >= 0: the uint16 cast would silently wrap -1 to 65535."""
     labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"labels must be an integer array, got {labels.dtype}: {path}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {labels.min()}: {path}")
     if labels.size and labels.max() > np.iinfo(np.uint16).max:
         raise SACError(f"too many instances ({labels.max()}) for a uint16 label file: {path}")
     out = labels.astype(np.uint16)
