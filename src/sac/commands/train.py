@@ -12,21 +12,19 @@ EPILOG = """examples:
 
 
 def _source(text: str):
-    """``ROOT[:SPLIT[:WEIGHT]]`` -> DataSource (split defaults to --split)."""
+    """``ROOT[:SPLIT]`` -> DataSource (an empty split is filled from --split)."""
     from sac.training.config import DataSource
 
-    parts = text.rsplit(":", 2) if text.count(":") >= 1 else [text]
-    root, split, weight = parts[0], (parts[1] if len(parts) > 1 else None), (parts[2] if len(parts) > 2 else None)
-    try:
-        return DataSource(root=root, split=split or "", weight=float(weight) if weight else 1.0)
-    except ValueError:
-        raise SystemExit(f"error: --data {text!r}: weight must be a number (ROOT[:SPLIT[:WEIGHT]])") from None
+    root, sep, split = text.rpartition(":")
+    if not sep or "/" in split:  # no colon, or the colon belongs to the path
+        root, split = text, ""
+    return DataSource(root=root, split=split)
 
 
 def add_arguments(parser) -> None:
     parser.epilog = EPILOG
     g = parser.add_argument_group("data")
-    g.add_argument("--data", action="append", required=True, metavar="ROOT[:SPLIT[:WEIGHT]]",
+    g.add_argument("--data", action="append", required=True, metavar="ROOT[:SPLIT]",
                    help="dataset root in the standard layout; repeat to train on several at once")
     g.add_argument("--extra-data", action="append", default=[], metavar="ROOT:SPLIT", help="same as another --data")
     g.add_argument("--split", default="train", help="default split of --data roots")
@@ -55,6 +53,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--min-epochs", type=int, default=None)
     g.add_argument("--patience", type=int, default=None, help="early stopping patience on val Dice (default 10)")
     g.add_argument("--crops-per-epoch", type=int, default=None, help="random crops per epoch (default 64)")
+    g.add_argument("--crop-pool", action="store_true",
+                   help="CPU recipe: reuse the same crops every epoch and cache their frozen encoder prefix")
     g.add_argument("--batch-size", type=int, default=None)
     g.add_argument("--lr", type=float, default=None, help="LoRA + decoder learning rate (default 3e-4)")
     g.add_argument("--lr-prompt", type=float, default=None, help="prompt UNet learning rate (default 1e-3)")
@@ -93,6 +93,7 @@ def build_config(args):
     if args.scale is not None:
         cfg.scale_min, cfg.scale_max = args.scale
     cfg.channels_last = not args.no_channels_last
+    cfg.crop_pool = bool(args.crop_pool)
     cfg.progress_bar = not args.no_progress
     return cfg
 
@@ -103,6 +104,7 @@ def run(args) -> int:
     from sac.training.run import train
 
     cfg = build_config(args)
-    summary = train(cfg, args.out, resume=args.resume)
+    given = tuple(n for n in ("max_time", "max_steps", "epochs") if getattr(args, n, None) is not None)
+    summary = train(cfg, args.out, resume=args.resume, overrides=given)
     print(json.dumps(summary, indent=2))
     return 0

@@ -25,7 +25,7 @@ from sac.atomic import atomic_path
 
 METRIC_COLUMNS = (
     "epoch", "step", "train_loss", "train_mask_loss", "train_prompt_loss", "val_dice", "val_iou", "val_f1",
-    "val_prompt_dice", "train_seconds", "val_seconds", "epoch_seconds", "elapsed_seconds", "lr",
+    "val_prompt_dice", "train_iou_loss", "train_seconds", "val_seconds", "epoch_seconds", "elapsed_seconds", "lr",
 )
 
 
@@ -103,6 +103,18 @@ class MetricsLogger(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t_epoch, self._val_seconds = time.perf_counter(), 0.0
+        self._sums: dict[str, float] = {}
+        self._n = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning reduces the epoch means only at on_train_epoch_end, which runs *after* validation; the row
+        # is written at validation end (before last.ckpt is saved), so keep the running means here.
+        m = trainer.callback_metrics
+        for k in ("loss", "mask_loss", "prompt_loss", "iou_loss"):
+            v = _num(m.get(f"train/{k}_step"))
+            if v is not None:
+                self._sums[k] = self._sums.get(k, 0.0) + v
+        self._n += 1
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._t_val = time.perf_counter()
@@ -110,18 +122,22 @@ class MetricsLogger(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._val_seconds += time.perf_counter() - self._t_val
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        """One row per epoch, written after validation and before ``last.ckpt`` (ModelCheckpoint runs last), so
+        the row is part of the checkpointed state and a resumed run never loses or repeats it."""
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
         total = time.perf_counter() - self._t_epoch
         opt = trainer.optimizers[0] if trainer.optimizers else None
+        mean = {k: v / max(self._n, 1) for k, v in getattr(self, "_sums", {}).items()}
         row = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
-            "train_loss": _num(m.get("train/loss_epoch")),
-            "train_mask_loss": _num(m.get("train/mask_loss_epoch")),
-            "train_prompt_loss": _num(m.get("train/prompt_loss_epoch")),
+            "train_loss": mean.get("loss"),
+            "train_mask_loss": mean.get("mask_loss"),
+            "train_prompt_loss": mean.get("prompt_loss"),
+            "train_iou_loss": mean.get("iou_loss"),
             "val_dice": _num(m.get("val/dice")),
             "val_iou": _num(m.get("val/iou")),
             "val_f1": _num(m.get("val/f1")),
@@ -133,7 +149,8 @@ class MetricsLogger(L.Callback):
             "lr": opt.param_groups[0]["lr"] if opt else None,
         }
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-        self.write()
+        if trainer.global_rank == 0:
+            self.write()
 
     def write(self) -> None:
         with atomic_path(self.run_dir / "metrics.csv") as tmp:
@@ -193,3 +210,20 @@ class BestModelSaver(L.Callback):
         self.best, self.best_epoch = score, trainer.current_epoch
         info = {"epoch": trainer.current_epoch, "step": trainer.global_step, self.monitor: score}
         replace_dir(lambda tmp: self.save(tmp, info), self.run_dir / "best")
+
+
+class LastCheckpoint(L.Callback):
+    """``last.ckpt`` after every validation (i.e. every epoch), through the trainer's (atomic) CheckpointIO.
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` only refreshes ``last`` when a top-k
+    checkpoint was saved in the same step, i.e. never; this callback is the plain "always" rule. Keep it last
+    in the callback list so the states of the other callbacks (metrics rows, best score) are already updated.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(self.path)  # every rank calls it (barrier); only rank 0 writes

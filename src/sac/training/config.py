@@ -19,12 +19,10 @@ VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet")
 
 @dataclass
 class DataSource:
-    """One dataset in the standard layout ``<root>/<split>/{images,labels}``."""
+    """One dataset in the standard layout ``<root>/<split>/{images,labels}`` (each gives an equal share of crops)."""
 
     root: str
     split: str = "train"
-    # Repeat factor when sampling random crops: a source with weight 2 gives twice its share of crops.
-    weight: float = 1.0
 
 
 @dataclass
@@ -54,6 +52,10 @@ class TrainConfig:
     min_epochs: int = 0
     patience: int = 10  # early stopping on validation Dice (epochs without improvement)
     crops_per_epoch: int = 64  # an "epoch" is this many random crops (CPU-practical; the paper uses full passes)
+    # Fixed crop pool (CPU recipe): every epoch revisits the same `crops_per_epoch` augmented crops (shuffled),
+    # so the frozen encoder prefix of each crop is computed once and cached (fp16) -- epochs >= 2 cost only
+    # the LoRA suffix, decoder and UNet. False = fresh random crops every epoch (no training cache).
+    crop_pool: bool = False
     batch_size: int = 4
     lr: float = 3e-4  # LoRA + mask decoder (AdamW)
     lr_prompt: float = 1e-3  # prompt-generator UNet

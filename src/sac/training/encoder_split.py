@@ -55,12 +55,13 @@ class SplitEncoder:
     """``encode(images, keys=None)`` = ``model.encode(images)``, frozen prefix without autograd.
 
     ``keys`` (one hashable per batch row, e.g. validation crop indices) enable the prefix cache: a row whose
-    key was seen before skips the prefix entirely. Only use keys for inputs that never change (no random
+    key was seen before skips the prefix entirely (stored as fp16: half the memory, ~1e-3 relative error on
+    the prefix features; the uncached path is exact). Only use keys for inputs that never change (no random
     augmentation), and only while the prefix stays frozen (it always does: LoRA and BN stats are fixed there).
     """
 
     def __init__(self, model: nn.Module, channels_last: bool = True, no_grad_prefix: bool = True,
-                 cache: bool = True, cache_dtype: torch.dtype = torch.float32):
+                 cache: bool = True, cache_dtype: torch.dtype = torch.float16):
         self.model, self.channels_last, self.cache_on, self.cache_dtype = model, channels_last, cache, cache_dtype
         units = _units(model)
         self.units = units

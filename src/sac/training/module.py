@@ -5,11 +5,14 @@ Variants (``TrainConfig.variant``) differ only in which parameters train and whe
 =============  =========================  ==============================  =====================================
 variant        trainable                  prompts during training         loss
 =============  =========================  ==============================  =====================================
-sac            LoRA(Q,V), decoder, UNet   UNet -> select_points (paper)   FocalDice(mask) + BCE(UNet)
-sam-ft         decoder                    0..3 GT "expert" points/crop    FocalDice(mask)
-lora-noprompt  LoRA(Q,V), decoder         none (SAM's no-point token)     FocalDice(mask)
+sac            LoRA(Q,V), decoder, UNet   UNet -> select_points (paper)   FocalDice(mask) + BCE(UNet) + IoU
+sam-ft         decoder                    0..3 GT "expert" clicks/crop    FocalDice(mask) + IoU
+lora-noprompt  LoRA(Q,V), decoder         none (SAM's no-point token)     FocalDice(mask) + IoU
 unet           UNet                       -- (no SAM forward at all)      BCE + Dice (UNet)
 =============  =========================  ==============================  =====================================
+
+FocalDice = 20 * Focal + Dice (SAM's ratio); IoU = MSE of the decoder's IoU head vs the mask's real IoU (SAM's
+recipe; :class:`sac.models.losses.SACLoss`). "Expert" clicks: k ~ U{0..3} nuclei (positive) + k background points.
 
 Validation (deterministic): the fixed grid crops of :class:`~sac.training.datamodule.GridCropDataset`;
 prompts come from the UNet exactly as at inference (0 expert points). Per image, TP/FP/FN are summed over its
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from sac.models.config import LoraConfig, PromptConfig, SACConfig
+from sac.models.sac import SACOutput
 from sac.training.config import TrainConfig
 from sac.training.encoder_split import SplitEncoder
 
@@ -55,22 +59,31 @@ def configure_trainable(model: nn.Module, variant: str) -> None:
 
 def expert_points_from_labels(labels: torch.Tensor, max_points: int, rng: np.random.Generator
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Simulated expert clicks for ``sam-ft`` training: per crop ``k ~ U{0..max_points}`` nuclei chosen at
-    random, each clicked at its pixel nearest the nucleus centroid (always inside it). ``labels int32 [B,S,S]``
-    -> ``coords float32 [B,M,2]`` (x, y), ``labels int64 [B,M]`` (1, padded -1), ``M = max_points``."""
+    """Simulated expert clicks for ``sam-ft`` training, like the evaluation's simulated expert: per crop
+    ``k ~ U{0..max_points}``; ``k`` random nuclei, each clicked at its pixel nearest the nucleus centroid (always
+    inside it), plus ``k`` random background pixels at least 3 px from any nucleus. ``labels int32 [B,S,S]``
+    -> ``coords float32 [B,2M,2]`` (x, y), ``labels int64 [B,2M]`` (1 / 0, padded -1), ``M = max_points``."""
+    from scipy import ndimage
+
     lab = labels.cpu().numpy()
-    b = lab.shape[0]
-    coords = np.zeros((b, max(max_points, 1), 2), np.float32)
-    plabels = np.full((b, max(max_points, 1)), -1, np.int64)
+    b, m = lab.shape[0], max(max_points, 1)
+    coords = np.zeros((b, 2 * m, 2), np.float32)
+    plabels = np.full((b, 2 * m), -1, np.int64)
     for i in range(b):
         ids = np.unique(lab[i])
         ids = ids[ids > 0]
         k = min(int(rng.integers(max_points + 1)), len(ids))
-        for j, nid in enumerate(rng.choice(ids, size=k, replace=False) if k else []):
+        j = 0
+        for nid in rng.choice(ids, size=k, replace=False) if k else []:
             ys, xs = np.nonzero(lab[i] == nid)
             c = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
-            coords[i, j] = (xs[c], ys[c])
-            plabels[i, j] = 1
+            coords[i, j], plabels[i, j] = (xs[c], ys[c]), 1
+            j += 1
+        far = ~ndimage.binary_dilation(lab[i] > 0, iterations=3)
+        ys, xs = np.nonzero(far)
+        for c in rng.choice(len(ys), size=min(k, len(ys)), replace=False) if k and len(ys) else []:
+            coords[i, j], plabels[i, j] = (xs[c], ys[c]), 0
+            j += 1
     return coords, plabels
 
 
@@ -81,16 +94,18 @@ class SACLitModule(L.LightningModule):
         super().__init__()
         self.cfg, self.model = cfg, model
         configure_trainable(model, cfg.variant)
-        from sac.models.losses import FocalDiceLoss
+        from sac.models.losses import SACLoss
 
-        self.mask_loss = FocalDiceLoss()
+        self.loss = SACLoss(prompt_weight=cfg.prompt_loss_weight)  # FocalDice(mask) + BCE(UNet) + IoU-head MSE
         self.bce = nn.BCEWithLogitsLoss()
         from monai.losses import DiceLoss
 
         self.dice = DiceLoss(sigmoid=True, batch=True)
         self.strict_loading = False  # checkpoints hold only trained tensors (see on_save_checkpoint)
-        self.encoder = SplitEncoder(model, cfg.channels_last, cfg.frozen_prefix_no_grad, cfg.cache_val_prefix)
-        self.emb_cache: dict = {}  # sam-ft: (epoch-independent crop key) -> embedding, see training_step
+        # One cache for validation crops (always fixed) and, in pool mode, training crops. With every encoder
+        # unit frozen (sam-ft) the cached "prefix" is the whole embedding: the SAM-FT embedding cache.
+        self.encoder = SplitEncoder(model, cfg.channels_last, cfg.frozen_prefix_no_grad,
+                                    cfg.cache_val_prefix or cfg.crop_pool)
         self.rng = np.random.default_rng(cfg.seed)
         self._val: dict = {}
 
@@ -118,7 +133,7 @@ class SACLitModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "train_set", None) is not None:
+        if dm is not None and getattr(dm, "train_set", None) is not None and not self.cfg.crop_pool:
             dm.train_set.set_epoch(self.current_epoch)
         self.rng = np.random.default_rng([self.cfg.seed, self.current_epoch])
         self.model.prompt_rng = np.random.default_rng([self.cfg.seed, self.current_epoch, 1])
@@ -127,34 +142,38 @@ class SACLitModule(L.LightningModule):
     def _embed(self, images: torch.Tensor, keys: list | None = None) -> torch.Tensor:
         return self.encoder.encode(images, keys)
 
+    def _train_keys(self, batch: dict) -> list | None:
+        """Cache keys of a training batch: only in pool mode, where crop ``i`` is the same every epoch."""
+        if not self.cfg.crop_pool or "index" not in batch:
+            return None
+        return [("train", int(i)) for i in batch["index"]]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, target = batch["image"], batch["mask"]
         v = self.cfg.variant
         zero = images.new_zeros(())
+        keys = self._train_keys(batch)
         if v == "unet":
             logits = self.model.prompt_logits(images)
             prompt_loss = self.bce(logits, target) + self.dice(logits, target)
-            losses = {"loss": prompt_loss, "mask_loss": zero, "prompt_loss": prompt_loss}
+            losses = {"loss": prompt_loss, "mask_loss": zero, "prompt_loss": prompt_loss, "iou_loss": zero}
         else:
             if v == "sam-ft":
-                emb = self._embed(images)  # frozen encoder: no autograd at all (SAC.encode rule)
+                emb = self._embed(images, keys)  # frozen encoder: no autograd; pool mode caches embeddings
                 ec, el = expert_points_from_labels(batch["labels"], self.cfg.max_expert_points, self.rng)
                 coords, labels = self.model.select_prompts(None, ec, el, batch_size=len(images))
                 prompt_logits = None
             elif v == "lora-noprompt":
-                emb = self._embed(images)
+                emb = self._embed(images, keys)
                 coords, labels = self.model.select_prompts(None, batch_size=len(images))
                 prompt_logits = None
             else:  # sac
-                emb = self._embed(images)
+                emb = self._embed(images, keys)
                 prompt_logits = self.model.prompt_logits(images)
                 coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images))
-            mask_logits, _ = self.model.decode(emb, coords, labels)
-            mask_loss = self.mask_loss(mask_logits, target)
-            prompt_loss = self.bce(prompt_logits, target) if prompt_logits is not None else zero
-            loss = mask_loss + self.cfg.prompt_loss_weight * prompt_loss
-            losses = {"loss": loss, "mask_loss": mask_loss, "prompt_loss": prompt_loss}
-        for k, val in losses.items():
+            mask_logits, iou = self.model.decode(emb, coords, labels)
+            losses = self.loss(SACOutput(mask_logits, prompt_logits, coords, labels, iou), target)
+        for k, val in losses.items() if self._trainer is not None else ():
             self.log(f"train/{k}", val.detach(), on_step=True, on_epoch=True, prog_bar=k == "loss",
                      batch_size=len(images))
         return losses["loss"]
@@ -178,7 +197,7 @@ class SACLitModule(L.LightningModule):
         self.model.prompt_rng = np.random.default_rng(12345)  # random selection: same points every epoch
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        keys = [int(i) for i in batch["index"]] if self.cfg.cache_val_prefix else None
+        keys = [("val", int(i)) for i in batch["index"]] if self.cfg.cache_val_prefix else None
         mask_logits, prompt_logits = self.predict_crops(batch["image"], keys)
         target, valid = batch["mask"] > 0.5, batch["valid"] > 0.5
         for name, logits in (("mask", mask_logits), ("prompt", prompt_logits)):
@@ -191,8 +210,22 @@ class SACLitModule(L.LightningModule):
             for key, a, b, c in zip(batch["key"], tp.tolist(), fp.tolist(), fn.tolist()):
                 self._val[name][key] += (a, b, c)
 
+    def _gather_val(self) -> dict:
+        """Under DDP each rank saw part of the validation crops: merge every rank's per-image counts."""
+        local = {name: dict(counts) for name, counts in self._val.items()}
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return local
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, local)
+        merged: dict = {name: defaultdict(lambda: np.zeros(3)) for name in local}
+        for part in parts:
+            for name, counts in part.items():
+                for key, c in counts.items():
+                    merged.setdefault(name, defaultdict(lambda: np.zeros(3)))[key] += c
+        return merged
+
     def on_validation_epoch_end(self) -> None:
-        scores = {name: summarise(counts) for name, counts in self._val.items() if counts}
+        scores = {name: summarise(counts) for name, counts in self._gather_val().items() if counts}
         main = scores.get("mask") or scores.get("prompt")
         if main is None:
             return

@@ -70,16 +70,23 @@ def load_init_weights(model, folder: str | Path) -> int:
     return len(take)
 
 
-def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[TrainConfig, Path | None]:
-    """Create/validate RUN_DIR. On ``resume`` the saved config wins (the run continues as it was started,
-    except ``max_time``, which a resumed run may extend). Returns (config, checkpoint to resume or None)."""
+STOP_LIMITS = ("max_time", "max_steps", "epochs")
+
+
+def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overrides: tuple[str, ...] = ()
+                    ) -> tuple[TrainConfig, Path | None]:
+    """Create/validate RUN_DIR. On ``resume`` the saved config wins (the run continues as it was started),
+    except the stopping limits named in ``overrides`` (a subset of ``max_time``, ``max_steps``, ``epochs``:
+    those given on the command line), which a resumed run may change. Returns (config, checkpoint or None)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.ckpt"
     saved = run_dir / CONFIG
     if resume:
         if saved.is_file():
             old = from_dict(json.loads(saved.read_text())["train"])
-            old.max_time = cfg.max_time if cfg.max_time is not None else old.max_time
+            for name in overrides:
+                if name in STOP_LIMITS:
+                    setattr(old, name, getattr(cfg, name))
             cfg = old
         return cfg, (last if last.is_file() else None)
     if last.is_file() or (run_dir / "best").exists():
@@ -87,22 +94,24 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[Trai
     return cfg, None
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict:
-    """Run (or resume) training into ``run_dir``; returns the summary dict (also written to summary.json)."""
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) training into ``run_dir``; returns the summary dict (also written to summary.json).
+
+    ``overrides``: stopping limits to take from ``cfg`` rather than the saved config when resuming."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 
     from sac.backbones import build_sac, get_spec
     from sac.modelfile import save_model
     from sac.models.config import to_dict as model_to_dict
-    from sac.training.callbacks import AtomicCheckpointIO, BestModelSaver, MetricsLogger
+    from sac.training.callbacks import AtomicCheckpointIO, BestModelSaver, LastCheckpoint, MetricsLogger
     from sac.training.datamodule import SACDataModule
     from sac.training.module import SACLitModule, sac_config
 
     cfg.validate()
     run_dir = Path(run_dir)
-    cfg, ckpt = prepare_run_dir(cfg, run_dir, resume)
+    cfg, ckpt = prepare_run_dir(cfg, run_dir, resume, overrides)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     t0 = time.time()
@@ -119,12 +128,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict:
     module = SACLitModule(cfg, model)
     dm = SACDataModule(cfg, spec.input_size)
     dm.setup("fit")
-    dm.write_split_record(run_dir / "splits.json")
-    atomic_write_text(run_dir / CONFIG, json.dumps({
-        "train": to_dict(cfg), "model": model_to_dict(mcfg), "environment": _environment(),
-        "parameters": model.parameter_groups(), "init_tensors": n_init,
-        "encoder_prefix": module.encoder.prefix_fraction,
-    }, indent=2) + "\n")
+    rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    if rank0:  # DDP re-runs this command per device: only rank 0 writes the run folder
+        dm.write_split_record(run_dir / "splits.json")
+        atomic_write_text(run_dir / CONFIG, json.dumps({
+            "train": to_dict(cfg), "model": model_to_dict(mcfg), "environment": _environment(),
+            "parameters": model.parameter_groups(), "init_tensors": n_init,
+            "encoder_prefix": module.encoder.prefix_fraction,
+        }, indent=2) + "\n")
 
     def save_best(folder: Path, info: dict) -> None:
         save_model(folder, model, mcfg, extra={"training": {"variant": cfg.variant, **info,
@@ -133,11 +144,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict:
     callbacks = [
         MetricsLogger(run_dir, title=f"{cfg.variant} ({cfg.backbone})"),
         BestModelSaver(run_dir, save_best),
-        EarlyStopping(monitor="val/dice", mode="max", patience=cfg.patience),
-        ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=0, save_last=True, enable_version_counter=False),
+        # Both act at validation end (not train-epoch end), after MetricsLogger/BestModelSaver have updated
+        # their state, so last.ckpt always holds a consistent epoch.
+        EarlyStopping(monitor="val/dice", mode="max", patience=cfg.patience, check_on_train_epoch_end=False),
+        LastCheckpoint(run_dir / "last.ckpt"),
     ]
     if cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+        callbacks.insert(0, TQDMProgressBar(refresh_rate=1))
     accelerator = _accelerator(cfg.device)
     trainer = L.Trainer(
         accelerator=accelerator, devices=cfg.devices,
@@ -148,14 +161,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict:
         callbacks=callbacks, plugins=[AtomicCheckpointIO()], logger=False,
         default_root_dir=str(run_dir), num_sanity_val_steps=0, enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps, deterministic=False,
+        enable_checkpointing=False,  # last.ckpt is LastCheckpoint's job, best/ is BestModelSaver's
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt else None)
 
-    saver = callbacks[1]
+    saver = next(c for c in callbacks if isinstance(c, BestModelSaver))
+    stopper = next(c for c in callbacks if isinstance(c, EarlyStopping))
     summary = {
         "variant": cfg.variant, "backbone": cfg.backbone, "best_val_dice": saver.best,
         "best_epoch": saver.best_epoch, "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
-        "stopped_early": bool(callbacks[2].stopped_epoch), "wall_seconds_this_process": round(time.time() - t0, 1),
+        "stopped_early": bool(stopper.stopped_epoch), "wall_seconds_this_process": round(time.time() - t0, 1),
         "interrupted": trainer.interrupted,
     }
     if trainer.global_rank == 0:

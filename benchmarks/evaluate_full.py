@@ -1,0 +1,107 @@
+"""Full-image evaluation of a trained model on a split or on the held-out ids of a run (MoNuSeg has no val split).
+
+Same path as ``sac evaluate --model`` (``sac.inference`` ``Segmenter``: tiling, prompts, stitching, watershed
+instances; ``sac.evaluation.report.score``), plus two things ``sac evaluate`` cannot do:
+
+* ``--ids-from RUN/splits.json``: score only the images a run held out for validation;
+* ``--unet``: also score the prompt generator alone (``prompt_prob > 0.5`` -> the same instance step): the
+  "UNet alone" row of paper Table 1 from the very same forward passes.
+
+    .venv/bin/python benchmarks/evaluate_full.py --model runs/goal --data ../shared/data/monuseg --split train \\
+        --ids-from runs/goal/splits.json --unet --out benchmarks/results/goal_monuseg_heldout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from sac.atomic import atomic_write_text
+
+
+def held_out_ids(splits_json: Path, data: Path, split: str) -> list[str] | None:
+    """Ids that ``splits.json`` lists as validation images of ``data``/``split`` (None if not listed)."""
+    rec = json.loads(Path(splits_json).read_text())
+    for v in rec["val"]:
+        if Path(v["root"]).resolve() == Path(data).resolve() and v["split"] == split:
+            return list(v["ids"])
+    return None
+
+
+def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *, points: int | None = None,
+             expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
+             limit: int | None = None, progress: bool = True) -> dict:
+    """Score ``model`` on whole images; returns {"sac": score dict, "unet": score dict (if asked), settings}."""
+    import torch
+    from tqdm import tqdm
+
+    from sac.data.io import list_pairs, read_image, read_labels
+    from sac.evaluation.report import score
+    from sac.inference.api import load_model
+    from sac.inference.config import InferenceConfig
+    from sac.inference.experts import simulate_expert
+    from sac.inference.instances import make_instances
+
+    torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
+    items = [p for p in list_pairs(data, split) if ids is None or p[0] in set(ids)]
+    items = items[:limit]
+    cfg = InferenceConfig(n_points=points, select=select, seed=seed).validate()
+    loaded = load_model(model)
+    seg = loaded.segmenter(cfg)
+    sac_pairs, unet_pairs, seconds = [], [], []
+    for pid, img_path, lab_path in tqdm(items, desc=f"{Path(data).name}/{split}", disable=not progress):
+        true = read_labels(lab_path)
+        rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])  # as sac evaluate
+        pts = simulate_expert(true, expert, rng) if expert else None
+        res = seg.segment(read_image(img_path), expert_points=pts)
+        seconds.append(res.seconds)
+        sac_pairs.append((pid, true, res.labels))
+        if unet and res.prompt_prob is not None:
+            mask = res.prompt_prob > cfg.threshold
+            unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area)))
+    out = {"sac": score(sac_pairs), "seconds_per_image": float(np.mean(seconds)),
+           "settings": {**seg.settings(), "expert": expert, "model": loaded.info, "ids": [p[0] for p in items]}}
+    if unet_pairs:
+        out["unet"] = score(unet_pairs)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="model folder or run folder")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--ids-from", type=Path, default=None, help="a run's splits.json: score its held-out ids only")
+    ap.add_argument("--points", type=int, default=None)
+    ap.add_argument("--expert", type=int, default=0)
+    ap.add_argument("--select", default=None)
+    ap.add_argument("--unet", action="store_true", help="also score the prompt UNet alone")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    ids = held_out_ids(args.ids_from, args.data, args.split) if args.ids_from else None
+    t0 = time.time()
+    res = evaluate(args.model, args.data, args.split, ids, points=args.points, expert=args.expert,
+                   select=args.select, unet=args.unet, limit=args.limit)
+    res["wall_seconds"] = round(time.time() - t0, 1)
+    res["command"] = "python benchmarks/evaluate_full.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k != "unet"
+    ) + (" --unet" if args.unet else "")
+    res["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
+    atomic_write_text(args.out, json.dumps(res, indent=2, default=float) + "\n")
+    for name in ("sac", "unet"):
+        if name in res:
+            r = res[name]
+            print(f"{name:5s} dice {r['dice']:.4f} (pooled {r['dice_pooled']:.4f}) iou {r['iou']:.4f} "
+                  f"aji {r['aji']:.4f} pq {r['pq']:.4f}  n={r['n_images']}")
+
+
+if __name__ == "__main__":
+    main()

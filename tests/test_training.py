@@ -1,0 +1,242 @@
+"""Training internals on a tiny random ViT SAM (``vit_tiny``, 128 px): variants, encoder split, metrics,
+atomic run-folder IO, hold-out. The end-to-end ``sac train`` runs are in test_training_cli.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sac.backbones import build_sac
+from sac.errors import SACError
+from sac.training.callbacks import AtomicCheckpointIO, replace_dir
+from sac.training.config import DataSource, TrainConfig
+from sac.training.datamodule import GridCropDataset, Sample, grid_positions, holdout, resolve_splits
+from sac.training.encoder_split import SplitEncoder
+from sac.training.module import SACLitModule, expert_points_from_labels, sac_config, summarise
+
+
+def make_dataset(root: Path, n_train: int = 4, n_val: int = 2, size: int = 160, seed: int = 0) -> Path:
+    """``root/{train,val}/{images,labels}/img<k>.png``: dark disks (nuclei) on a light noisy background."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split, n in (("train", n_train), ("val", n_val)):
+        if n == 0:
+            continue
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            labels = np.zeros((size, size), np.uint16)
+            for k in range(1, 9):
+                cy, cx = rng.integers(10, size - 10, 2)
+                r = rng.integers(5, 9)
+                labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = k
+            base = np.where(labels > 0, 70, 210).astype(np.float32)
+            img = np.clip(base[..., None] + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
+            iio.imwrite(root / split / "images" / f"{split}{i}.png", img)
+            iio.imwrite(root / split / "labels" / f"{split}{i}.png", labels)
+    return root
+
+
+def _module(variant: str, **kw) -> SACLitModule:
+    cfg = replace(TrainConfig(), variant=variant, backbone="vit_tiny", **kw)
+    torch.manual_seed(0)
+    return SACLitModule(cfg, build_sac(sac_config(cfg), pretrained=False))
+
+
+def _batch(n: int = 2, size: int = 128, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        for k in range(1, 6):
+            cy, cx = rng.integers(12, size - 12, 2)
+            labels[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = k
+    img = np.where(labels[:, None] > 0, 0.3, 0.8).astype(np.float32) + rng.normal(0, 0.02, (n, 3, size, size))
+    return {"image": torch.from_numpy(np.clip(img, 0, 1).astype(np.float32)),
+            "mask": torch.from_numpy((labels > 0)[:, None].astype(np.float32)),
+            "labels": torch.from_numpy(labels), "index": torch.arange(n)}
+
+
+def _trainable(module: SACLitModule) -> set[str]:
+    groups = module.model.named_groups()
+    return {g for g, ps in groups.items() if any(p.requires_grad for _, p in ps)}
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("sac", {"lora", "mask_decoder", "prompt_generator"}),
+    ("sam-ft", {"mask_decoder"}),
+    ("lora-noprompt", {"lora", "mask_decoder"}),
+    ("unet", {"prompt_generator"}),
+])
+def test_variants_train_exactly_their_parameters(variant, expected):
+    module = _module(variant)
+    assert _trainable(module) == expected
+    if variant == "lora-noprompt" or variant == "sam-ft":
+        assert module.model.prompt_generator is None
+    module.train()
+    loss = module.training_step(_batch(), 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in module.model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, f"frozen {name} got a gradient"
+        elif p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name
+    # every trainable group receives gradient (the decoder's unused multimask/IoU heads may not)
+    for group, params in module.model.named_groups().items():
+        if group in expected:
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in params), group
+
+
+def test_sac_loss_decreases_on_a_fixed_batch():
+    module = _module("sac", lr=1e-3, lr_prompt=3e-3)
+    module.train()
+    opt = module.configure_optimizers()
+    batch = _batch()
+    losses = []
+    for i in range(6):
+        opt.zero_grad()
+        loss = module.training_step(batch, i)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("last_n, channels_last", [(None, False), (1, True)])
+def test_split_encoder_equals_model_encode(last_n, channels_last):
+    module = _module("sac", lora_last_n_layers=last_n)
+    model = module.model
+    with torch.no_grad():  # make LoRA non-trivial so a wrong split would show
+        for n, p in model.named_parameters():
+            if "lora_b" in n:
+                p.normal_(0, 0.1)
+    split = SplitEncoder(model, channels_last=channels_last, no_grad_prefix=True, cache=True)
+    # vit_tiny: embed, 2 blocks, neck; LoRA on both blocks -> prefix 1 unit, on the last only -> 2 units
+    assert split.n_prefix == (1 if last_n is None else 2)
+    images = _batch()["image"]
+    with torch.no_grad():
+        ref = model.encode(images)
+        got = split.encode(images)
+        cached = split.encode(images, keys=["a", "b"])
+        hit = split.encode(images, keys=["a", "b"])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cached, ref, rtol=2e-2, atol=2e-2)  # fp16 cache
+    torch.testing.assert_close(hit, cached)
+    assert set(split.cache) == {"a", "b"}
+
+
+def test_split_encoder_gradient_reaches_lora_only_after_prefix():
+    module = _module("sac", lora_last_n_layers=1)
+    emb = module.encoder.encode(_batch()["image"])
+    emb.sum().backward()
+    grads = {n: p.grad for n, p in module.model.named_parameters() if "lora_a" in n}
+    assert grads and all(g is not None and g.abs().sum() == 0 for g in grads.values())  # B = 0 at init
+    b_grads = [p.grad for n, p in module.model.named_parameters() if "lora_b" in n]
+    assert all(g is not None and g.abs().sum() > 0 for g in b_grads)
+
+
+def test_expert_points_are_inside_nuclei_or_far_from_them():
+    labels = _batch(4)["labels"]
+    coords, plabels = expert_points_from_labels(labels, 3, np.random.default_rng(0))
+    assert coords.shape == (4, 6, 2) and plabels.shape == (4, 6)
+    n_pos = n_neg = 0
+    for i in range(4):
+        for (x, y), lab in zip(coords[i], plabels[i]):
+            if lab == 1:
+                n_pos += 1
+                assert labels[i, int(y), int(x)] > 0
+            elif lab == 0:
+                n_neg += 1
+                y0, x0 = int(y), int(x)
+                assert (labels[i, max(y0 - 3, 0):y0 + 4, max(x0 - 3, 0):x0 + 4] == 0).all()
+        assert (plabels[i] == 1).sum() == (plabels[i] == 0).sum()  # k positives, k negatives
+    assert n_pos > 0 and n_neg == n_pos
+
+
+def test_summarise_hand_computed():
+    counts = {"a/1": np.array([8.0, 2.0, 0.0]), "a/2": np.array([0.0, 0.0, 0.0]), "b/1": np.array([1.0, 1.0, 2.0])}
+    s = summarise(counts)
+    d_a = (2 * 8 / 18 + 1.0) / 2  # image a/2 has nothing to find and predicts nothing: 1
+    d_b = 2 / 5
+    assert s["dice"] == pytest.approx((d_a + d_b) / 2)
+    assert s["iou"] == pytest.approx(((8 / 10 + 1.0) / 2 + 1 / 4) / 2)
+    assert s["f1"] == pytest.approx(2 * 9 / (2 * 9 + 3 + 2))
+    assert s["per_source"] == {"a": pytest.approx(d_a), "b": pytest.approx(d_b)}
+
+
+def test_grid_crops_are_fixed_and_padding_is_marked():
+    assert grid_positions(1000, 256, 2) == [0, 744]
+    assert grid_positions(200, 256, 3) == [0]
+    img = np.zeros((100, 300, 3), np.uint8)
+    lab = np.zeros((100, 300), np.int32)
+    lab[10:20, 10:20] = 1
+    ds = GridCropDataset([Sample("x", "src", img, lab)], size=128, per_image=4)
+    assert len(ds) == 2  # one row (100 <= 128) x two columns
+    item = ds[0]
+    assert item["valid"][0, :100].all() and not item["valid"][0, 100:].any()
+    assert item["mask"].sum() == 100 and item["key"] == "src/x"
+
+
+def test_holdout_is_seeded_and_recorded(tmp_path):
+    ids = [f"img{i}" for i in range(10)]
+    assert holdout(ids, 3, 0) == holdout(list(reversed(ids)), 3, 0)
+    assert holdout(ids, 3, 0) != holdout(ids, 3, 1)
+    with pytest.raises(SACError, match="all 10"):
+        holdout(ids, 10, 0)
+    root = make_dataset(tmp_path / "d", n_train=5, n_val=0, size=96)
+    cfg = replace(TrainConfig(), data=[DataSource(str(root), "train")], val_from_train=2)
+    train, val = resolve_splits(cfg)
+    held = val[0][2]
+    assert len(held) == 2 and not set(held) & set(train[0][1]) and len(train[0][1]) == 3
+    with pytest.raises(SACError, match="val-from-train"):
+        resolve_splits(replace(cfg, val_from_train=0))
+
+
+def test_atomic_checkpoint_io_never_truncates(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"a": torch.ones(3)}, path)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # a kill while the new checkpoint is being written
+
+    monkeypatch.setattr("os.fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"a": torch.zeros(1000)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_replace_dir_keeps_old_folder_on_failure(tmp_path):
+    target = tmp_path / "best"
+    replace_dir(lambda d: (d.mkdir(), (d / "f.txt").write_text("1")), target)
+
+    def half(d: Path):
+        d.mkdir()
+        (d / "f.txt").write_text("2")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        replace_dir(half, target)
+    assert (target / "f.txt").read_text() == "1"
+    replace_dir(lambda d: (d.mkdir(), (d / "f.txt").write_text("3")), target)
+    assert (target / "f.txt").read_text() == "3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_config_validation_names_the_value():
+    for kw, msg in ((dict(variant="x"), "--variant"), (dict(data=[]), "--data"), (dict(batch_size=0), "batch-size"),
+                    (dict(scale_min=2.0, scale_max=1.0), "scale"), (dict(max_time=0), "max-time")):
+        cfg = replace(replace(TrainConfig(), data=[DataSource("r")]), **kw)
+        with pytest.raises(SACError, match=msg):
+            cfg.validate()
+    json.dumps(__import__("sac.training.config", fromlist=["to_dict"]).to_dict(TrainConfig()))
