@@ -123,6 +123,24 @@ def test_inconsistent_or_incomplete_folders_are_rejected(tmp_path, tiny_checkpoi
         load_model_file(b, sam_checkpoint=tiny_checkpoint)
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(format_version="2"), "format_version must be an integer"),
+        (lambda m: m["config"].update(lora=None), "LoraConfig must be a JSON object, got None"),
+        (lambda m: m["config"]["unet"].update(channels=[8, 16]), "invalid model config: unet: need len"),
+    ],
+)
+def test_hand_edited_config_gives_one_line_error(tmp_path, edit, message):
+    folder = save_model(tmp_path / "m", build_sac(_cfg(), pretrained=False))
+    meta = json.loads((folder / CONFIG_NAME).read_text())
+    edit(meta)
+    (folder / CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(SACError, match=message) as err:
+        load_model_file(folder)
+    assert CONFIG_NAME in str(err.value) and "\n" not in str(err.value)
+
+
 def test_unserialisable_extra_writes_nothing(tmp_path):
     model = build_sac(_cfg(), pretrained=False)
     with pytest.raises(TypeError):

@@ -97,6 +97,8 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
         raise SACError(f"{cfg_path}: cannot read model config: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SACError(f"{cfg_path} is not a SAC model config (format != {FORMAT!r})")
+    if not isinstance(meta.get("format_version", 0), int):
+        raise SACError(f"{cfg_path}: format_version must be an integer, got {meta['format_version']!r}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise SACError(f"{cfg_path}: format version {meta['format_version']} is newer than this sac supports")
     return meta
@@ -127,14 +129,11 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     spec = _spec(cfg.backbone)
     want = meta.get("backbone_sha256")
     if meta.get("includes_backbone"):
-        model = build_sac(cfg, pretrained=False)
+        build = {"pretrained": False}
     elif spec.weights == "package":
         if sam_checkpoint is not None:
             raise SACError(f"model {folder} uses the packaged {spec.name} weights; do not pass --sam-checkpoint")
-        model = build_sac(cfg)
-        if model.backbone_sha256 != want:
-            raise SACError(f"model {folder} was trained on {spec.name} weights sha256 {want}, "
-                           f"but the installed ones have sha256 {model.backbone_sha256}")
+        build = {}
     else:
         name = meta.get("backbone_file") or spec.weights_file
         needed = f"{name} (sha256 {want})" if name else f"the checkpoint file with sha256 {want}"
@@ -147,7 +146,14 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
         got = file_sha256(sam_checkpoint)
         if got != want:
             raise SACError(f"--sam-checkpoint {sam_checkpoint} has sha256 {got}; model {folder} needs {needed}")
-        model = build_sac(cfg, sam_checkpoint=sam_checkpoint)
+        build = {"sam_checkpoint": sam_checkpoint}
+    try:
+        model = build_sac(cfg, **build)
+    except ValueError as exc:  # an architecture the modules reject (e.g. UNet channels vs strides)
+        raise SACError(f"{folder / CONFIG_NAME}: invalid model config: {exc}") from None
+    if build == {} and model.backbone_sha256 != want:
+        raise SACError(f"model {folder} was trained on {spec.name} weights sha256 {want}, "
+                       f"but the installed ones have sha256 {model.backbone_sha256}")
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as exc:

@@ -66,8 +66,11 @@ def to_dict(cfg: Any) -> dict:
 def from_dict(cls: type, data: dict) -> Any:
     """Dict -> dataclass ``cls``, recursing into nested dataclass fields.
 
-    Unknown keys raise ``ValueError`` naming them, so a typo in a config file is never silently ignored.
+    Unknown keys, or a non-object where a nested config belongs, raise ``ValueError`` naming them, so a typo in
+    a config file is never silently ignored.
     """
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be a JSON object, got {data!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -76,7 +79,7 @@ def from_dict(cls: type, data: dict) -> Any:
     for key, value in data.items():
         ftype = names[key].type
         sub = _DATACLASSES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        if sub is not None and isinstance(value, dict):
+        if sub is not None and not isinstance(value, sub):
             value = from_dict(sub, value)
         elif isinstance(value, list):
             value = tuple(value)
