@@ -21,7 +21,12 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     line breaks."""
 
     def _get_help_string(self, action):
-        return action.help if action.required else super()._get_help_string(action)
+        # Options that default to None defer to the library default, which their help text names itself
+        # ("(default 30)"); appending argparse's "(default: None)" would contradict it.
+        text = action.help or ""
+        if action.required or action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
