@@ -24,7 +24,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         # Options that default to None defer to the library default, which their help text names itself
         # ("(default 30)"); appending argparse's "(default: None)" would contradict it.
         text = action.help or ""
-        if action.required or action.default is None or "default" in text:
+        if action.required or action.default is None or "(default" in text:
             return text
         return super()._get_help_string(action)
 
