@@ -49,6 +49,11 @@ def test_vit_b_counts_without_weights(capsys):
 def test_variants_and_table(capsys):
     info = _info(capsys, "--no-lora", "--no-prompts")
     assert info["lora"] == 0 and info["prompt_generator"] == 0 and info["trainable"] == 4_058_340
+    assert main(["info", "--no-lora"]) == 0
+    rows = {line[:32].strip(): line[32:].split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["LoRA on Q,V (image encoder)"] == ["0", "not", "used"]
+    assert rows["mask decoder"] == ["4,058,340", "trainable"]
+    assert rows["image encoder (base)"] == ["5,726,740", "frozen"]
     assert main(["info"]) == 0
     table = capsys.readouterr().out
     assert "5,726,740" in table and "29,696" in table and "trainable" in table and "not loaded" in table

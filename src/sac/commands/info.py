@@ -62,7 +62,10 @@ def run(args) -> int:
     print("weights not loaded: parameter counts depend on the architecture only")
     print(f"{'part':32s} {'parameters':>14s}  status")
     for key, label, trained in _ROWS:
-        status = "trainable" if trained and counts[key] and _is_trained(key, cfg) else "frozen"
+        if not counts[key]:
+            status = "not used"  # e.g. LoRA with --no-lora: 0 parameters are neither trained nor frozen
+        else:
+            status = "trainable" if trained and _is_trained(key, cfg) else "frozen"
         print(f"{label:32s} {counts[key]:>14,d}  {status}")
     print(f"{'trainable':32s} {counts['trainable']:>14,d}  {result['trainable_percent']:.2f}%")
     print(f"{'frozen':32s} {counts['frozen']:>14,d}")
