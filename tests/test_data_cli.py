@@ -44,6 +44,17 @@ def test_split_is_reproducible_and_seed_dependent(tmp_path):
     assert [p[0] for p in list_pairs(a, "val")] == [p[0] for p in list_pairs(b, "val")]
 
 
+def test_second_split_into_the_same_target_keeps_the_first_record(tmp_path):
+    _dataset(tmp_path)
+    assert main(["data", "split", str(tmp_path), "--fraction", "0.2", "--seed", "1"]) == 0
+    first = json.loads((tmp_path / "split_val.json").read_text())
+    assert main(["data", "split", str(tmp_path), "--fraction", "0.25", "--seed", "2"]) == 0
+    rec = json.loads((tmp_path / "split_val.json").read_text())
+    assert rec["previous"] == [first] and rec["seed"] == 2 and rec["n_from_before"] == 8
+    moved = first["ids"] + rec["ids"]
+    assert sorted(moved) == [p[0] for p in list_pairs(tmp_path, "val")] and len(set(moved)) == 4
+
+
 def test_split_copy_keeps_source(tmp_path):
     _dataset(tmp_path)
     assert main(["data", "split", str(tmp_path), "--fraction", "0.5", "--copy"]) == 0

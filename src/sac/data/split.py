@@ -4,7 +4,8 @@
 ``random.Random(seed)`` (stable across Python versions), take the first ``round(fraction * n)``
 (at least 1, at most n - 1). :func:`make_split` applies it on disk: it *moves* (default) or copies the
 chosen images and labels from ``ROOT/<from>`` to ``ROOT/<to>`` and records what it did in
-``ROOT/split_<to>.json`` (from, to, fraction, seed, mode, ids), so the split can be audited and undone.
+``ROOT/split_<to>.json`` (from, to, fraction, seed, mode, ids; the records of earlier splits into the same
+``<to>`` under ``previous``), so the split can be audited and undone.
 Moving keeps each image in exactly one split, so a later run cannot accidentally train on validation data.
 """
 
@@ -56,6 +57,13 @@ def make_split(root: str | Path, from_split: str, to_split: str, fraction: float
         "root": str(root), "from": from_split, "to": to_split, "fraction": fraction, "seed": seed,
         "mode": "copy" if copy else "move", "n_from_before": len(pairs), "n_to": len(chosen), "ids": chosen,
     }
+    record_path = root / f"split_{to_split}.json"
+    if record_path.is_file():  # adding to a split made earlier: keep its record, or that move could not be undone
+        try:
+            old = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SACError(f"cannot read the existing split record {record_path}: {exc}") from None
+        record["previous"] = [*old.pop("previous", []), old]
     for src, dst in moves:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if copy:
@@ -63,5 +71,5 @@ def make_split(root: str | Path, from_split: str, to_split: str, fraction: float
                 shutil.copyfile(src, tmp)
         else:
             os.replace(src, dst)  # same file system: an atomic rename
-    atomic_write_text(root / f"split_{to_split}.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return record
