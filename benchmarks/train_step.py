@@ -60,11 +60,16 @@ def _batch(data: Path, size: int, n: int) -> dict:
 
 
 def time_case(name: str, batch: dict, repeat: int, threads: int) -> dict:
+    overrides, desc = CASES[name]
+    return {"description": desc, **time_config(overrides, batch, repeat, threads)}
+
+
+def time_config(overrides: dict, batch: dict, repeat: int, threads: int) -> dict:
+    """Median seconds of ``repeat`` training steps (after one untimed step) of ``TrainConfig(**overrides)``."""
     from sac.backbones import build_sac
     from sac.training.config import TrainConfig
     from sac.training.module import SACLitModule, sac_config
 
-    overrides, desc = CASES[name]
     cfg = replace(TrainConfig(), **overrides)
     torch.set_num_threads(cfg.num_threads or threads)
     torch.manual_seed(0)
@@ -85,7 +90,7 @@ def time_case(name: str, batch: dict, repeat: int, threads: int) -> dict:
             times.append(time.perf_counter() - t)
     load = __import__("os").getloadavg()[0]
     counts = model.parameter_groups()
-    return {"description": desc, "seconds_per_step": round(statistics.median(times), 3),
+    return {"seconds_per_step": round(statistics.median(times), 3),
             "all_seconds": [round(t, 3) for t in times], "loss": float(loss), "threads": torch.get_num_threads(),
             "trainable": counts["trainable"], "encoder_prefix": module.encoder.prefix_fraction,
             "loadavg_1min": round(load, 2)}
