@@ -124,9 +124,13 @@ def test_no_points_at_all_gives_one_padding_point():
     assert c.shape == (1, 1, 2) and lab.tolist() == [[-1]]
 
 
-def test_merge_rejects_mismatched_expert_lengths():
+def test_merge_rejects_mismatched_or_missing_expert_labels():
     with pytest.raises(ValueError, match="coordinates"):
         merge_expert_points(np.zeros((0, 2)), np.zeros(0), np.zeros((2, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match="need labels"):
+        merge_expert_points(np.zeros((0, 2)), np.zeros(0), np.zeros((2, 2)), None)
+    with pytest.raises(ValueError, match="need labels"):
+        select_batch(None, PromptConfig(), np.zeros((1, 2, 2)), None)
 
 
 def test_centroid_selection_is_fast_for_256_points():

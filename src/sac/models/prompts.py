@@ -103,6 +103,8 @@ def merge_expert_points(
     """Expert points (``[M, 2]`` x,y + ``[M]`` labels; ``-1`` rows dropped) first, then the automatic ones."""
     if expert_coords is None or len(expert_coords) == 0:
         return coords, labels
+    if expert_labels is None:
+        raise ValueError("expert points need labels (1 positive, 0 negative, -1 padding)")
     ec = np.asarray(expert_coords, np.float32).reshape(-1, 2)
     el = np.asarray(expert_labels, np.int64).reshape(-1)
     if len(ec) != len(el):
@@ -135,6 +137,8 @@ def select_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompts of a batch: ``prob [B, H, W]`` (or None = no automatic points) + optional expert points
     ``[B, M, 2]`` / ``[B, M]`` -> padded ``coords float32 [B, N, 2]``, ``labels int64 [B, N]`` (N >= 1)."""
+    if expert_coords is not None and expert_labels is None:
+        raise ValueError("expert points need labels (1 positive, 0 negative, -1 padding)")
     if prob is None and batch_size is None:
         if expert_coords is None:
             raise ValueError("select_batch needs prob, expert points or batch_size")
