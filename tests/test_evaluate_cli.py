@@ -158,6 +158,9 @@ def test_score_two_tuples_and_table():
     assert res["aji"] == pytest.approx(0.5)
     table = format_table(res)
     assert "dice_pooled" in table and "0.5000" in table
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    assert rows["aji"].endswith("mean over images (instance)")
+    assert rows["pq"].endswith("(instance, match IoU > 0.5)") and rows["object_f1"].endswith("IoU > 0.5)")
 
 
 @pytest.mark.data

@@ -127,9 +127,8 @@ def format_table(result: dict) -> str:
     for k in ("dice", "iou", "f1"):
         lines.append(f"{k + '_pooled':<18}{result[k + '_pooled']:>8.4f}   pooled pixels")
     for k in INSTANCE_KEYS:
-        lines.append(f"{k:<18}{result[k]:>8.4f}   mean over images (instance, match IoU > 0.5)"
-                     if k in ("pq", "dq", "sq") or k.startswith("object") else
-                     f"{k:<18}{result[k]:>8.4f}   mean over images (instance)")
+        kind = "instance" if k.startswith("aji") else "instance, match IoU > 0.5"
+        lines.append(f"{k:<18}{result[k]:>8.4f}   mean over images ({kind})")
     lines.append(f"images {result['n_images']}, nuclei true {result['n_true']}, predicted {result['n_pred']}, "
                  f"matched {result['n_matched']}")
     if "seconds_per_image" in result:
