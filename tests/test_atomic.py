@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from sac.atomic import atomic_path, atomic_write_text
+from sac.atomic import atomic_path, atomic_write_text, check_writable
 from sac.errors import SACError
 
 
@@ -46,3 +46,13 @@ def test_unwritable_targets_raise_sacerror_naming_them(tmp_path):
         atomic_write_text(blocker / "sub" / "out.json", "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "results"]
     assert list(folder.iterdir()) == []
+
+
+def test_check_writable_probes_without_leaving_anything(tmp_path):
+    check_writable(tmp_path / "new" / "deeper" / "r.json")  # folders that do not exist yet are fine
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the folders
+    (tmp_path / "file").write_text("x")
+    for bad, why in ((tmp_path, "it is a folder"), (tmp_path / "file" / "r.json", "is not a folder")):
+        with pytest.raises(SACError, match=f"cannot write {bad}: .*{why}"):
+            check_writable(bad)
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]

@@ -36,9 +36,10 @@ def _create_temp(target: Path) -> Path:
 
 
 def check_writable(target: str | os.PathLike) -> None:
-    """Raise :class:`~sac.errors.SACError` if ``target`` clearly cannot be written: it is a folder, or its
-    nearest existing ancestor is not a writable folder. Commands call it before a long computation so that a
-    mistyped output path fails at once, not after the work is done."""
+    """Raise :class:`~sac.errors.SACError` if ``target`` cannot be written: it is a folder, its nearest existing
+    ancestor is not a folder, or no file can be created there. Commands call it before a long computation so
+    that a mistyped output path fails at once, not after the work is done. Writes nothing (a probe file is
+    created and removed at once; actually creating it is more reliable than ``os.access`` on network drives)."""
     target = Path(target)
     if target.is_dir():
         raise SACError(f"cannot write {target}: it is a folder")
@@ -47,8 +48,10 @@ def check_writable(target: str | os.PathLike) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise SACError(f"cannot write {target}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SACError(f"cannot write {target}: no write permission in {parent}")
+    try:
+        _create_temp(parent / target.name).unlink()
+    except OSError as exc:
+        raise SACError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
@@ -62,7 +65,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     :class:`~sac.errors.SACError` naming it; errors of the code writing the temporary file pass through.
     """
     target = Path(target)
-    check_writable(target)
+    if target.is_dir():  # os.replace would fail only after the whole file was written
+        raise SACError(f"cannot write {target}: it is a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = _create_temp(target)
