@@ -23,7 +23,8 @@ def add_arguments(parser):
     parser.add_argument("--expert-points", default=None, metavar="POINTS|FILE.json",
                         help='expert prompts "x,y,label;..." in image pixels, or a JSON file')
     parser.add_argument("--tile", type=int, default=None, metavar="T",
-                        help="window side in model pixels (default: the backbone input size, 256 for litemedsam)")
+                        help="window side in model pixels, at most the model input (default: the input size, 256 for "
+                             "litemedsam; smaller windows are padded to it)")
     parser.add_argument("--overlap", type=int, default=None, metavar="O",
                         help="minimum overlap of neighbouring windows in model pixels (default: tile/8)")
     parser.add_argument("--scale", type=float, default=1.0, metavar="F",
