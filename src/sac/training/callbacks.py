@@ -168,6 +168,7 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key, label, style in (("val_dice", "SAM mask (val Dice)", "o-"),
@@ -175,6 +176,7 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Dice")
     ax.set_ylim(0, 1)
