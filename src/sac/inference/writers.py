@@ -7,20 +7,14 @@ read it), ``_overlay.png`` (contours + prompts, paper Fig. 1 colours), ``_nuclei
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from sac.atomic import atomic_path as _atomic_path
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read the process umask (the only portable way is to set and restore it)
+from sac.atomic import atomic_path, atomic_write_text
 FORMATS = ("mask", "labels", "overlay", "csv", "geojson")
 SUFFIX = {
     "mask": "_mask.png",
@@ -34,19 +28,6 @@ POSITIVE_RGB = (30, 80, 255)
 NEGATIVE_RGB = (255, 105, 180)
 CONTOUR_RGB = (255, 230, 0)
 
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """:func:`sac.atomic.atomic_path` with ordinary permissions (0666 minus the umask): ``mkstemp`` creates the
-    temporary file 0600, which would make results unreadable to colleagues on a shared drive."""
-    with _atomic_path(target) as tmp:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def parse_formats(text: str | None) -> tuple[str, ...]:
