@@ -187,3 +187,34 @@ def test_real_litemedsam_on_a_real_crop_matches_the_package_pipeline(data_root):
     torch.testing.assert_close(out.mask_logits, ref_masks, rtol=1e-4, atol=1e-3)
     logits = out.mask_logits[0, 0]
     assert logits.std() > 0.1  # not a constant mask
+
+
+def test_mask_prompt_matches_official_decoder_and_is_required():
+    model = _tiny(prompts=PromptConfig(mask_prompt=True))
+    images = torch.rand(2, 3, 128, 128)
+    coords = torch.tensor([[[30.0, 40.0]], [[64.0, 64.0]]])
+    labels = torch.tensor([[1], [0]])
+    unet = torch.randn(2, 1, 128, 128) * 5
+    with torch.no_grad():
+        emb = model.encode(images)
+        masks, _ = model.decode(emb, coords, labels, unet)
+        size = tuple(model.prompt_encoder.mask_input_size)  # 4 x the embedding side: 32 for vit_tiny at 128
+        small = torch.nn.functional.interpolate(unet, size=size, mode="bilinear", align_corners=False)
+        for i in range(2):
+            sparse, dense = model.prompt_encoder(points=(coords[i : i + 1], labels[i : i + 1]), boxes=None,
+                                                 masks=small[i : i + 1])
+            ref, _ = model.mask_decoder(emb[i : i + 1], model.prompt_encoder.get_dense_pe(), sparse, dense,
+                                        multimask_output=False)
+            ref = torch.nn.functional.interpolate(ref, size=(128, 128), mode="bilinear", align_corners=False)
+            torch.testing.assert_close(masks[i : i + 1], ref, rtol=1e-4, atol=1e-4)
+        # The map matters (a different map, a different mask); K=2 prompt sets reuse their image's map.
+        other, _ = model.decode(emb, coords, labels, -unet)
+        assert not torch.allclose(other, masks)
+        k_masks, _ = model.decode(emb, coords.repeat_interleave(2, 0), labels.repeat_interleave(2, 0), unet)
+        torch.testing.assert_close(k_masks[0::2], masks, rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="mask prompt"):
+            model.decode(emb, coords, labels)
+    # The full forward feeds the UNet map itself; gradients still reach exactly the trained parts.
+    model.train()
+    out = model(images)
+    _assert_grads_only_on_trained(model, out, _target(2, 128))

@@ -115,3 +115,20 @@ def test_val_from_train_and_two_datasets(dataset, tmp_path):
     assert [t["n_images"] for t in rec["train"]] == [4, 3]
     info = json.loads((run / "best" / "config.json").read_text())
     assert info["config"]["lora"]["enabled"] is False and info["extra"]["training"]["variant"] == "sam-ft"
+
+
+def test_mask_prompt_run_trains_and_segments(dataset, tmp_path):
+    """--mask-prompt is recorded in the model config, and the saved model segments through the same Segmenter
+    as `sac segment` (which must then hand the UNet map to the decoder, or decode raises)."""
+    import numpy as np
+
+    from sac.inference.segmenter import Segmenter
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--epochs", "1", "--points", "4",
+                 "--mask-prompt", "--crop-pool", *FAST]) == 0
+    model = load_model_file(run / "best")
+    assert model.cfg.prompts.mask_prompt is True
+    image = (np.random.default_rng(0).random((150, 170, 3)) * 255).astype(np.uint8)
+    result = Segmenter(model).segment(image)
+    assert result.prob.shape == (150, 170) and np.isfinite(result.prob).all()

@@ -47,6 +47,8 @@ def add_arguments(parser) -> None:
                    help="LoRA only in the last N attention layers (CPU option; default: all, as in the paper)")
     g.add_argument("--points", type=int, default=None, dest="n_points", help="auto points per class (default 16)")
     g.add_argument("--select", default=None, choices=("centroid", "random"))
+    g.add_argument("--mask-prompt", action="store_true",
+                   help="sac: also give SAM the UNet's logits as its dense mask prompt (beyond the paper)")
     g.add_argument("--init-from", default=None, help="model folder or run folder to initialise matching tensors from")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="max epochs (default 30)")
@@ -94,6 +96,7 @@ def build_config(args):
         cfg.scale_min, cfg.scale_max = args.scale
     cfg.channels_last = not args.no_channels_last
     cfg.crop_pool = bool(args.crop_pool)
+    cfg.mask_prompt = bool(args.mask_prompt)
     cfg.progress_bar = not args.no_progress
     return cfg
 

@@ -178,7 +178,7 @@ class Segmenter:
         else:
             emb = model.encode(batch)
         mask_logits, _ = model.decode(emb, torch.from_numpy(coords).to(self.device),
-                                      torch.from_numpy(labels).to(self.device))
+                                      torch.from_numpy(labels).to(self.device), logits)
         sac_prob = torch.sigmoid(mask_logits.float())[:, 0].cpu().numpy()
         return sac_prob, prob, list(zip(coords, labels, strict=True))
 

@@ -36,6 +36,9 @@ class PromptConfig:
     threshold: float = 0.5  # prob >= threshold -> positive region; prob <= 1 - threshold -> negative region
     tau: float = 0.5  # random selection: sample positives where prob > tau, negatives where prob < 1 - tau
     min_area: int = 4  # centroid selection ignores connected regions smaller than this (pixels)
+    # Beyond the paper: also hand the UNet's logits to SAM's (frozen) prompt encoder as its dense mask prompt,
+    # the input SAM uses for iterative refinement, so the decoder sees the whole map, not only points from it.
+    mask_prompt: bool = False
 
 
 @dataclass

@@ -194,17 +194,35 @@ class SAC(nn.Module):
         return torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
 
     def decode(
-        self, emb: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor
+        self,
+        emb: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_prompt: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched mask decoding: ``emb [B,256,h,w]``, ``coords [B*K,N,2]``, ``labels [B*K,N]`` -> ``mask_logits
         [B*K,1,S,S]``, ``iou [B*K,1]``. Prompt sets ``i*K .. i*K+K-1`` all use image ``i`` (K = 1: one set per
-        image; K > 1: e.g. one set per nucleus). Single-mask output (``multimask_output=False``)."""
+        image; K > 1: e.g. one set per nucleus). Single-mask output (``multimask_output=False``).
+
+        ``mask_prompt float [B,1,S,S]`` logits (e.g. the UNet's), used only when ``cfg.prompts.mask_prompt``:
+        resized to the prompt encoder's mask input (``4h x 4w``), detached, clamped to +-20 (SAM's own logit range).
+        """
         b, k = emb.shape[0], coords.shape[0] // max(emb.shape[0], 1)
         if coords.ndim != 3 or coords.shape[0] != b * k or labels.shape != coords.shape[:2]:
             shapes = f"emb {tuple(emb.shape)}, coords {tuple(coords.shape)}, labels {tuple(labels.shape)}"
             raise ValueError(f"decode needs coords [B*K,N,2] and labels [B*K,N] for emb [B,...]; got {shapes}")
-        with torch.no_grad():  # frozen prompt encoder, detached points: nothing to differentiate
-            sparse, dense = self.prompt_encoder(points=(coords.float(), labels), boxes=None, masks=None)
+        masks = None
+        if self.cfg.prompts.mask_prompt:
+            if mask_prompt is None or mask_prompt.shape[0] != b:
+                got = None if mask_prompt is None else tuple(mask_prompt.shape)
+                raise ValueError(f"this model takes a mask prompt [B,1,S,S] with B = {b}; got {got}")
+            size = tuple(self.prompt_encoder.mask_input_size)
+            masks = mask_prompt.detach().float().clamp(-20.0, 20.0)
+            if tuple(masks.shape[-2:]) != size:
+                masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+            masks = masks.repeat_interleave(k, dim=0) if k > 1 else masks
+        with torch.no_grad():  # frozen prompt encoder, detached points and mask: nothing to differentiate
+            sparse, dense = self.prompt_encoder(points=(coords.float(), labels), boxes=None, masks=masks)
             image_pe = self.prompt_encoder.get_dense_pe()
         src = emb.repeat_interleave(k, dim=0) if k > 1 else emb
         low_res, iou = _predict_masks(self.mask_decoder, src, image_pe, sparse, dense)
@@ -223,7 +241,7 @@ class SAC(nn.Module):
         emb = self.encode(images)
         logits = self.prompt_logits(images) if self.prompt_generator is not None else None
         coords, labels = self.select_prompts(logits, expert_coords, expert_labels, rng, batch_size=len(images))
-        masks, iou = self.decode(emb, coords, labels)
+        masks, iou = self.decode(emb, coords, labels, logits)
         return SACOutput(masks, logits, coords, labels, iou)
 
 

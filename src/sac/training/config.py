@@ -46,6 +46,7 @@ class TrainConfig:
     lora_last_n_layers: int | None = None  # None = every attention layer (paper)
     n_points: int = 16
     select: str = "centroid"
+    mask_prompt: bool = False  # sac: UNet logits also go to SAM as its dense mask prompt (beyond the paper)
     init_from: str | None = None  # a model folder (or a unet-variant run) to start from
     # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 30  # max epochs; the paper runs >= 30 with early stopping

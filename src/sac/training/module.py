@@ -43,7 +43,8 @@ def sac_config(cfg: TrainConfig) -> SACConfig:
         backbone=cfg.backbone,
         lora=LoraConfig(enabled=lora_on, rank=cfg.lora_rank, alpha=float(cfg.lora_rank),
                         last_n_layers=cfg.lora_last_n_layers),
-        prompts=PromptConfig(enabled=cfg.variant in ("sac", "unet"), n_points=cfg.n_points, select=cfg.select),
+        prompts=PromptConfig(enabled=cfg.variant in ("sac", "unet"), n_points=cfg.n_points, select=cfg.select,
+                             mask_prompt=cfg.mask_prompt and cfg.variant == "sac"),
         train_decoder=cfg.variant != "unet",
     )
 
@@ -171,7 +172,7 @@ class SACLitModule(L.LightningModule):
                 emb = self._embed(images, keys)
                 prompt_logits = self.model.prompt_logits(images)
                 coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images))
-            mask_logits, iou = self.model.decode(emb, coords, labels)
+            mask_logits, iou = self.model.decode(emb, coords, labels, prompt_logits)
             losses = self.loss(SACOutput(mask_logits, prompt_logits, coords, labels, iou), target)
         for k, val in losses.items() if self._trainer is not None else ():
             self.log(f"train/{k}", val.detach(), on_step=True, on_epoch=True, prog_bar=k == "loss",
@@ -189,7 +190,7 @@ class SACLitModule(L.LightningModule):
             return None, prompt_logits
         emb = self._embed(images, keys)
         coords, labels = self.model.select_prompts(prompt_logits if v == "sac" else None, batch_size=len(images))
-        mask_logits, _ = self.model.decode(emb, coords, labels)
+        mask_logits, _ = self.model.decode(emb, coords, labels, prompt_logits if v == "sac" else None)
         return mask_logits, prompt_logits
 
     def on_validation_epoch_start(self) -> None:
