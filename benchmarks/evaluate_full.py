@@ -5,7 +5,10 @@ instances; ``sac.evaluation.report.score``), plus two things ``sac evaluate`` ca
 
 * ``--ids-from RUN/splits.json``: score only the images a run held out for validation;
 * ``--unet``: also score the prompt generator alone (``prompt_prob > 0.5`` -> the same instance step): the
-  "UNet alone" row of paper Table 1 from the very same forward passes.
+  "UNet alone" row of paper Table 1 from the very same forward passes; and the mean of the two probability
+  maps ("fused": SAM mask and UNet averaged, then the same threshold and instance step);
+* ``--save-maps DIR``: keep each image's stitched maps (``<id>.npz``: prob, prompt_prob as float16) for
+  post-hoc analysis without rerunning the model.
 
     .venv/bin/python benchmarks/evaluate_full.py --model runs/goal --data ../shared/data/monuseg --split train \\
         --ids-from runs/goal/splits.json --unet --out benchmarks/results/goal_monuseg_heldout.json
@@ -14,6 +17,7 @@ instances; ``sac.evaluation.report.score``), plus two things ``sac evaluate`` ca
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -24,6 +28,30 @@ from pathlib import Path
 import numpy as np
 
 from sac.atomic import atomic_write_text
+
+
+# Image embeddings per (encoder, input tile): prompt settings (points, experts, selection) and models that share a
+# frozen encoder (zero-shot SAM, SAM-FT) reuse them across the rows of a table in one process. The encoder is
+# deterministic, so a hit returns exactly what a fresh forward would (kept in float32 for that reason).
+_EMB_CACHE: dict[tuple, object] = {}
+
+
+def _encoder_kind(loaded) -> tuple:
+    """Rows with equal kinds have identical image encoders: a frozen backbone is shared, a LoRA one is not."""
+    module = loaded.module
+    if module.cfg.lora.enabled:
+        return ("lora", str(loaded.info))
+    return ("frozen", module.backbone_name, module.backbone_sha256)
+
+
+def _memo_encoder(encoder, kind: tuple):
+    def encode(x):
+        key = (kind, tuple(x.shape), hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest())
+        hit = _EMB_CACHE.get(key)
+        if hit is None:
+            hit = _EMB_CACHE[key] = encoder(x)
+        return hit
+    return encode
 
 
 def held_out_ids(splits_json: Path, data: Path, split: str) -> list[str] | None:
@@ -37,7 +65,8 @@ def held_out_ids(splits_json: Path, data: Path, split: str) -> list[str] | None:
 
 def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *, points: int | None = None,
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
-             limit: int | None = None, progress: bool = True, unet_only: bool = False) -> dict:
+             limit: int | None = None, progress: bool = True, unet_only: bool = False,
+             save_maps: Path | None = None) -> dict:
     """Score ``model`` on whole images; returns {"sac": score dict, "unet": score dict (if asked), settings}.
 
     ``unet_only``: score only the prompt UNet and skip the SAM image encoder (it is replaced by zeros, which the
@@ -58,11 +87,13 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
     cfg = InferenceConfig(n_points=points, select=select, seed=seed).validate()
     loaded = load_model(model)
     seg = loaded.segmenter(cfg)
+    if seg.encoder is not None and os.environ.get("SAC_EMB_CACHE", "1") != "0":
+        seg.encoder = _memo_encoder(seg.encoder, _encoder_kind(loaded))
     if unet_only:
         unet = True
         pe = loaded.module.prompt_encoder
         seg.encoder = lambda x: torch.zeros(len(x), pe.embed_dim, *pe.image_embedding_size)
-    sac_pairs, unet_pairs, seconds = [], [], []
+    sac_pairs, unet_pairs, fused_pairs, seconds = [], [], [], []
     for pid, img_path, lab_path in tqdm(items, desc=f"{Path(data).name}/{split}", disable=not progress):
         true = read_labels(lab_path)
         rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])  # as sac evaluate
@@ -73,10 +104,21 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
         if unet and res.prompt_prob is not None:
             mask = res.prompt_prob > cfg.threshold
             unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area)))
+            if not unet_only:
+                mask = (res.prob + res.prompt_prob) / 2 > cfg.threshold
+                fused_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area)))
+        if save_maps is not None:
+            save_maps.mkdir(parents=True, exist_ok=True)
+            maps = {"prob": res.prob.astype(np.float16)}
+            if res.prompt_prob is not None:
+                maps["prompt_prob"] = res.prompt_prob.astype(np.float16)
+            np.savez_compressed(save_maps / f"{pid}.npz", **maps)
     out = {"sac": None if unet_only else score(sac_pairs), "seconds_per_image": float(np.mean(seconds)),
            "settings": {**seg.settings(), "expert": expert, "model": loaded.info, "ids": [p[0] for p in items]}}
     if unet_pairs:
         out["unet"] = score(unet_pairs)
+    if fused_pairs:
+        out["fused"] = score(fused_pairs)
     return out
 
 
@@ -92,19 +134,21 @@ def main() -> None:
     ap.add_argument("--unet", action="store_true", help="also score the prompt UNet alone")
     ap.add_argument("--unet-only", action="store_true", help="score only the prompt UNet (skips the SAM encoder)")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--save-maps", type=Path, default=None, help="folder for each image's stitched maps (.npz)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ids = held_out_ids(args.ids_from, args.data, args.split) if args.ids_from else None
     t0 = time.time()
     res = evaluate(args.model, args.data, args.split, ids, points=args.points, expert=args.expert,
-                   select=args.select, unet=args.unet, limit=args.limit, unet_only=args.unet_only)
+                   select=args.select, unet=args.unet, limit=args.limit, unet_only=args.unet_only,
+                   save_maps=args.save_maps)
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["command"] = "python benchmarks/evaluate_full.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)
     ) + (" --unet" if args.unet else "") + (" --unet-only" if args.unet_only else "")
     res["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
     atomic_write_text(args.out, json.dumps(res, indent=2, default=float) + "\n")
-    for name in ("sac", "unet"):
+    for name in ("sac", "unet", "fused"):
         if res.get(name):
             r = res[name]
             print(f"{name:5s} dice {r['dice']:.4f} (pooled {r['dice_pooled']:.4f}) iou {r['iou']:.4f} "

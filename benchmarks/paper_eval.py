@@ -29,6 +29,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--runs", type=Path, default=REPO / "runs", help="folder holding goal-unet/, goal/, sam-ft/")
     ap.add_argument("--sets", nargs="+", default=["monuseg", "dsb"], choices=["monuseg", "dsb"])
     ap.add_argument("--limit", type=int, default=None, help="first K images per set (quick checks)")
+    ap.add_argument("--save-maps", type=Path, default=None,
+                    help="keep each row's stitched probability maps in SAVE_MAPS/<row>/<id>.npz")
     return ap
 
 
@@ -65,17 +67,24 @@ class Table:
 
 def run_eval(args, table: Table, key: str, model: str, set_name: str, *, unet_key: str | None = None, **kw) -> None:
     """Evaluate ``model`` on ``set_name`` with settings ``kw`` (points, expert, select) into row ``key``
-    (and the UNet-alone score of the same pass into ``unet_key``)."""
+    (and the UNet-alone score of the same pass into ``unet_key``, the mean of both maps into ``key + " (fused)"``).
+    Image embeddings are reused across rows (``evaluate_full._EMB_CACHE``)."""
     from evaluate_full import evaluate
 
     if table.has(key) and (unet_key is None or table.has(unet_key)):
         return
     root, split, ids = eval_set(args, set_name)
     t0 = time.time()
+    maps = None
+    if getattr(args, "save_maps", None) is not None:
+        maps = args.save_maps / "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
     res = evaluate(model_path(args, model), root, split, ids, unet=unet_key is not None, limit=args.limit,
-                   progress=False, **kw)
+                   progress=False, save_maps=maps, **kw)
     common = {"model": model, "set": set_name, "settings": res["settings"],
               "seconds_per_image": res["seconds_per_image"], "wall_seconds": round(time.time() - t0, 1)}
     table.put(key, {**{k: res["sac"][k] for k in KEYS}, **common})
     if unet_key is not None and "unet" in res:
         table.put(unet_key, {**{k: res["unet"][k] for k in KEYS}, **common, "note": "prompt UNet alone"})
+    if res.get("fused"):
+        table.put(f"{key} (fused)", {**{k: res["fused"][k] for k in KEYS}, **common,
+                                     "note": "mean of the SAM mask and UNet probabilities, same threshold"})

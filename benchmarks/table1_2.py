@@ -1,4 +1,5 @@
-"""Paper Tables 1 (MoNuSeg) and 2 (DSB): UNet alone, SAM zero-shot 1-expert, SAM-FT 1-expert, SAC 0-expert.
+"""Paper Tables 1 (MoNuSeg) and 2 (DSB): UNet alone, SAM zero-shot 1-expert, SAM-FT 1-expert, SAC 0-expert,
+and beyond the paper SAC with the UNet map as SAM's mask prompt (``RUNS/goal-mp``, the bundled default if better).
 
 Whole-image F1 / IoU / Dice (per-image means; pooled Dice, AJI and PQ too) on the MoNuSeg hold-out and DSB val,
 with the models trained by ``benchmarks/train_models.sh``. Writes ``benchmarks/results/table1_2.json``.
@@ -17,13 +18,17 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     table = Table("table1_2", "python benchmarks/table1_2.py " + " ".join(sys.argv[1:]))
     for s in args.sets:
+        # Rows not measured elsewhere first (SAC's own rows are also in goal_*.json / unet_alone_*.json).
+        if (args.runs / "goal-mp").is_dir():
+            run_eval(args, table, f"{s}: SAC + mask prompt 0-expert", "goal-mp", s,
+                     unet_key=f"{s}: SAC + mask prompt: its UNet alone")
+        run_eval(args, table, f"{s}: SAM-FT 0-expert", "sam-ft", s, expert=0)
+        run_eval(args, table, f"{s}: SAM-FT 1-expert", "sam-ft", s, expert=1)
+        run_eval(args, table, f"{s}: SAM 1-expert (zero-shot)", "sam", s, expert=1, points=0)
         # one pass of the SAC model also scores its own UNet (after SAC training) -- reported separately
         run_eval(args, table, f"{s}: SAC 0-expert", "goal", s, unet_key=f"{s}: SAC's UNet (after stage 2)")
         run_eval(args, table, f"{s}: UNet-stage model / SAM mask (untrained decoder)", "goal-unet", s,
                  unet_key=f"{s}: UNet alone", points=None)
-        run_eval(args, table, f"{s}: SAM 1-expert (zero-shot)", "sam", s, expert=1, points=0)
-        run_eval(args, table, f"{s}: SAM-FT 1-expert", "sam-ft", s, expert=1)
-        run_eval(args, table, f"{s}: SAM-FT 0-expert", "sam-ft", s, expert=0)
 
 
 if __name__ == "__main__":
