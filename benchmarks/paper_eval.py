@@ -29,6 +29,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--runs", type=Path, default=REPO / "runs", help="folder holding goal-unet/, goal/, sam-ft/")
     ap.add_argument("--sets", nargs="+", default=["monuseg", "dsb"], choices=["monuseg", "dsb"])
     ap.add_argument("--limit", type=int, default=None, help="first K images per set (quick checks)")
+    ap.add_argument("--models", nargs="+", default=None,
+                    help="run only the rows of these models (goal, goal-mp, goal-unet, sam-ft, sam); default all")
     ap.add_argument("--save-maps", type=Path, default=None,
                     help="keep each row's stitched probability maps in SAVE_MAPS/<row>/<id>.npz")
     return ap
@@ -72,6 +74,8 @@ def run_eval(args, table: Table, key: str, model: str, set_name: str, *, unet_ke
     from evaluate_full import evaluate
 
     if table.has(key) and (unet_key is None or table.has(unet_key)):
+        return
+    if getattr(args, "models", None) and model not in args.models:
         return
     root, split, ids = eval_set(args, set_name)
     t0 = time.time()

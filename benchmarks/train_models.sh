@@ -2,7 +2,8 @@
 # Train the three models the paper tables are evaluated on (see docs/training.md, docs/results.md):
 #   runs/goal-unet  UNet alone (= stage 1 of the default model, the "UNet alone" baseline)   35 min
 #   runs/goal       SAC (stage 2, initialised with the stage-1 UNet; the bundled default model) 65 min
-#   runs/sam-ft     SAM-FT: mask decoder only, cached embeddings, expert-style GT prompts       30 min
+#   runs/goal-mp    SAC + the UNet map as SAM's mask prompt, from runs/goal/best (beyond the paper) 31 min
+#   runs/sam-ft     SAM-FT: mask decoder only, cached embeddings, expert-style GT prompts       35 min
 # Each command resumes its run if the folder already holds one (safe to rerun after a kill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ resume() { [ -f "$1/last.ckpt" ] && echo --resume || true; }
 [ -f runs/goal/summary.json ] || $SAC train --variant sac --init-from runs/goal-unet "${COMMON[@]}" --out runs/goal \
   $(resume runs/goal) --crop-pool --crops-per-epoch 384 --batch-size 4 --lora-layers 4 --points 64 --lr 4e-4 \
   --lr-prompt 5e-4 --val-crops 4 --val-max-images 30 --max-time 65 --epochs 100 --patience 10
+[ -f runs/goal-mp/summary.json ] || $SAC train --variant sac --init-from runs/goal/best --mask-prompt "${COMMON[@]}" \
+  --out runs/goal-mp $(resume runs/goal-mp) --crop-pool --crops-per-epoch 384 --batch-size 4 --lora-layers 4 \
+  --points 64 --lr 4e-4 --lr-prompt 5e-4 --val-crops 4 --val-max-images 30 --max-time 31 --epochs 100 --patience 10
 [ -f runs/sam-ft/summary.json ] || $SAC train --variant sam-ft "${COMMON[@]}" --out runs/sam-ft $(resume runs/sam-ft) \
-  --crop-pool --crops-per-epoch 384 --batch-size 4 --lr 4e-4 --val-crops 4 --val-max-images 30 --max-time 30 \
+  --crop-pool --crops-per-epoch 384 --batch-size 4 --lr 4e-4 --val-crops 4 --val-max-images 30 --max-time 35 \
   --epochs 100 --patience 10

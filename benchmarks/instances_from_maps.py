@@ -1,0 +1,104 @@
+"""Instance methods compared on saved probability maps (no model run): which split of the thresholded map into
+nuclei gives the best AJI / PQ.
+
+Input: folders of ``<id>.npz`` maps written by ``benchmarks/evaluate_full.py --save-maps`` or
+``benchmarks/table1_2.py --save-maps`` (``prob``: SAM mask probability, ``prompt_prob``: the UNet's). Methods:
+
+* ``components``: connected components of ``p > 0.5`` (semantic only);
+* ``watershed``: the current ``sac segment`` default (h-maxima of the smoothed distance transform of the mask);
+* ``prob_watershed``: markers = h-maxima of the distance transform weighted by the probability, so seeds sit in
+  confident cores and the low-probability necks between touching nuclei become watershed lines.
+
+Each map (``prob``, ``prompt_prob``, their mean) x each method is scored against the ground truth with
+:func:`sac.evaluation.report.score`. Results: ``benchmarks/results/instances_from_maps.json``.
+
+    .venv/bin/python benchmarks/instances_from_maps.py --maps runs/maps/monuseg__SAC___mask_prompt_0-expert \\
+        --data ../shared/data/monuseg --split train [--maps DIR --data ROOT --split S ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sac.atomic import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+
+
+def prob_watershed(prob: np.ndarray, *, threshold: float = 0.5, h: float = 1.5, sigma: float = 1.0,
+                   min_area: int = 10) -> np.ndarray:
+    """``float [H, W]`` probability -> ``int32 [H, W]`` instances: seeded watershed of ``-(dist * prob)``."""
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    from sac.inference.instances import _drop_small
+
+    mask = prob > threshold
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32)
+    energy = ndi.distance_transform_edt(mask).astype(np.float32) * prob.astype(np.float32)
+    if sigma > 0:
+        energy = ndi.gaussian_filter(energy, sigma) * mask
+    markers, n = ndi.label(h_maxima(energy, h).astype(bool) & mask, structure=np.ones((3, 3), bool))
+    labels = watershed(-energy, markers, mask=mask).astype(np.int32)
+    orphan = mask & (labels == 0)
+    if orphan.any():
+        extra, _ = ndi.label(orphan, structure=np.ones((3, 3), bool))
+        labels[orphan] = extra[orphan] + n
+    return _drop_small(labels, min_area)
+
+
+def methods():
+    from sac.inference.instances import components, watershed_instances
+
+    return {
+        "components": lambda p: components(p > 0.5, min_area=10),
+        "watershed": lambda p: watershed_instances(p > 0.5, min_area=10),
+        "prob_watershed": lambda p: prob_watershed(p),
+        "prob_watershed_h1": lambda p: prob_watershed(p, h=1.0),
+    }
+
+
+def main() -> None:
+    from sac.data.io import list_pairs, read_labels
+    from sac.evaluation.report import score
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--maps", type=Path, action="append", required=True)
+    ap.add_argument("--data", type=Path, action="append", required=True)
+    ap.add_argument("--split", action="append", required=True)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "instances_from_maps.json")
+    args = ap.parse_args()
+    out = {"command": "python benchmarks/instances_from_maps.py " + " ".join(
+        f"--maps {m} --data {d} --split {s}" for m, d, s in zip(args.maps, args.data, args.split)), "sets": {}}
+    t0 = time.time()
+    for maps_dir, data, split in zip(args.maps, args.data, args.split, strict=True):
+        pairs: dict[str, list] = {}
+        labels_of = {pid: lab for pid, _, lab in list_pairs(data, split)}
+        for f in sorted(maps_dir.glob("*.npz")):
+            true = read_labels(labels_of[f.stem])
+            z = np.load(f)
+            maps = {"sam": z["prob"].astype(np.float32)}
+            if "prompt_prob" in z:
+                maps["unet"] = z["prompt_prob"].astype(np.float32)
+                maps["mean"] = (maps["sam"] + maps["unet"]) / 2
+            for mname, p in maps.items():
+                for meth, fn in methods().items():
+                    pairs.setdefault(f"{mname}/{meth}", []).append((f.stem, true, fn(p)))
+        res = {k: {m: v[m] for m in ("dice", "aji", "pq", "object_f1", "n_images")}
+               for k, v in ((k, score(p)) for k, p in pairs.items())}
+        out["sets"][str(maps_dir)] = res
+        for k, r in res.items():
+            print(f"{maps_dir.name[:40]:40s} {k:28s} dice {r['dice']:.4f} aji {r['aji']:.4f} pq {r['pq']:.4f}")
+    out["wall_seconds"] = round(time.time() - t0, 1)
+    atomic_write_text(args.out, json.dumps(out, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
