@@ -55,7 +55,8 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
     import imageio.v3 as iio
 
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, np.where(mask, 255, 0).astype(np.uint8), extension=".png")
+        # uint8 operands: np.where(mask, 255, 0) would build an int64 [H, W] first (800 MB at 10,000^2).
+        iio.imwrite(tmp, np.where(mask, np.uint8(255), np.uint8(0)), extension=".png")
 
 
 def labels_dtype(labels: np.ndarray) -> type:
@@ -78,7 +79,13 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, prompts: np.ndarray | No
     from skimage.segmentation import find_boundaries
 
     out = image.copy()
-    out[find_boundaries(labels, mode="inner")] = CONTOUR_RGB
+    # In bands of rows with a 1-row halo (the 3x3 footprint's reach): same pixels as find_boundaries on the
+    # whole image, without its int32 dilation/erosion copies of a 10,000^2 label image (~1 GB).
+    band = 1024
+    for y in range(0, labels.shape[0], band):
+        lo, hi = max(0, y - 1), min(labels.shape[0], y + band + 1)
+        edge = find_boundaries(labels[lo:hi], mode="inner")[y - lo : y - lo + band]
+        out[y : y + band][edge] = CONTOUR_RGB
     if prompts is not None and len(prompts):
         H, W = labels.shape
         radius = max(2.0, min(H, W) / 300)
