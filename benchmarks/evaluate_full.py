@@ -103,10 +103,12 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
         sac_pairs.append((pid, true, res.labels))
         if unet and res.prompt_prob is not None:
             mask = res.prompt_prob > cfg.threshold
-            unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area)))
+            unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area,
+                                                         prob=res.prompt_prob)))
             if not unet_only:
-                mask = (res.prob + res.prompt_prob) / 2 > cfg.threshold
-                fused_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area)))
+                fused = (res.prob + res.prompt_prob) / 2
+                fused_pairs.append((pid, true, make_instances(fused > cfg.threshold, cfg.instances,
+                                                              min_area=cfg.min_area, prob=fused)))
         if save_maps is not None:
             save_maps.mkdir(parents=True, exist_ok=True)
             maps = {"prob": res.prob.astype(np.float16)}

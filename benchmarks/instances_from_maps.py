@@ -6,8 +6,9 @@ Input: folders of ``<id>.npz`` maps written by ``benchmarks/evaluate_full.py --s
 
 * ``components``: connected components of ``p > 0.5`` (semantic only);
 * ``watershed``: the current ``sac segment`` default (h-maxima of the smoothed distance transform of the mask);
-* ``prob_watershed``: markers = h-maxima of the distance transform weighted by the probability, so seeds sit in
-  confident cores and the low-probability necks between touching nuclei become watershed lines.
+* ``prob_watershed`` (h = 1.5) and ``prob_watershed_h1`` (h = 1.0, now the `sac segment` default): markers =
+  h-maxima of the distance transform weighted by the probability (``watershed_instances(..., prob=p)``), so seeds
+  sit in confident cores and the low-probability necks between touching nuclei become watershed lines.
 
 Each map (``prob``, ``prompt_prob``, their mean) x each method is scored against the ground truth with
 :func:`sac.evaluation.report.score`. Results: ``benchmarks/results/instances_from_maps.json``.
@@ -20,38 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from sac.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
-
-
-def prob_watershed(prob: np.ndarray, *, threshold: float = 0.5, h: float = 1.5, sigma: float = 1.0,
-                   min_area: int = 10) -> np.ndarray:
-    """``float [H, W]`` probability -> ``int32 [H, W]`` instances: seeded watershed of ``-(dist * prob)``."""
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    from sac.inference.instances import _drop_small
-
-    mask = prob > threshold
-    if not mask.any():
-        return np.zeros(mask.shape, np.int32)
-    energy = ndi.distance_transform_edt(mask).astype(np.float32) * prob.astype(np.float32)
-    if sigma > 0:
-        energy = ndi.gaussian_filter(energy, sigma) * mask
-    markers, n = ndi.label(h_maxima(energy, h).astype(bool) & mask, structure=np.ones((3, 3), bool))
-    labels = watershed(-energy, markers, mask=mask).astype(np.int32)
-    orphan = mask & (labels == 0)
-    if orphan.any():
-        extra, _ = ndi.label(orphan, structure=np.ones((3, 3), bool))
-        labels[orphan] = extra[orphan] + n
-    return _drop_small(labels, min_area)
 
 
 def methods():
@@ -60,8 +38,8 @@ def methods():
     return {
         "components": lambda p: components(p > 0.5, min_area=10),
         "watershed": lambda p: watershed_instances(p > 0.5, min_area=10),
-        "prob_watershed": lambda p: prob_watershed(p),
-        "prob_watershed_h1": lambda p: prob_watershed(p, h=1.0),
+        "prob_watershed": lambda p: watershed_instances(p > 0.5, min_area=10, prob=p, h=1.5),
+        "prob_watershed_h1": lambda p: watershed_instances(p > 0.5, min_area=10, prob=p, h=1.0),
     }
 
 
@@ -74,9 +52,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, action="append", required=True)
     ap.add_argument("--split", action="append", required=True)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "instances_from_maps.json")
+    ap.add_argument("--only-maps", nargs="+", default=None, help="subset of: sam unet mean")
+    ap.add_argument("--only-methods", nargs="+", default=None, help="subset of the methods above")
     args = ap.parse_args()
-    out = {"command": "python benchmarks/instances_from_maps.py " + " ".join(
-        f"--maps {m} --data {d} --split {s}" for m, d, s in zip(args.maps, args.data, args.split)), "sets": {}}
+    out = {"command": "python benchmarks/instances_from_maps.py " + " ".join(sys.argv[1:]), "sets": {}}
     t0 = time.time()
     for maps_dir, data, split in zip(args.maps, args.data, args.split, strict=True):
         pairs: dict[str, list] = {}
@@ -89,8 +68,13 @@ def main() -> None:
                 maps["unet"] = z["prompt_prob"].astype(np.float32)
                 maps["mean"] = (maps["sam"] + maps["unet"]) / 2
             for mname, p in maps.items():
+                if args.only_maps and mname not in args.only_maps:
+                    continue
                 for meth, fn in methods().items():
+                    if args.only_methods and meth not in args.only_methods:
+                        continue
                     pairs.setdefault(f"{mname}/{meth}", []).append((f.stem, true, fn(p)))
+            print(f"{f.stem} done ({time.time() - t0:.0f} s)", flush=True)
         res = {k: {m: v[m] for m in ("dice", "aji", "pq", "object_f1", "n_images")}
                for k, v in ((k, score(p)) for k, p in pairs.items())}
         out["sets"][str(maps_dir)] = res

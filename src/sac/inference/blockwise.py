@@ -76,6 +76,7 @@ def blockwise_watershed(
     *,
     min_area: int = 10,
     points: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
     block: int = 2048,
     halo: int = 128,
     max_crop: int | None = None,
@@ -85,7 +86,8 @@ def blockwise_watershed(
 
     Same foreground and nuclei as :func:`~sac.inference.instances.watershed_instances` (borders between touching
     nuclei up to flood ties, see the module docstring; ids in block order, not the single pass's order) except for components larger than ``max_crop`` pixels of bounding box (+ margin),
-    which stay one object each. ``points float [N, 2]`` (x, y) are extra seeds; ``watershed_kw`` (``h``,
+    which stay one object each. ``points float [N, 2]`` (x, y) are extra seeds; ``prob float [H, W]`` weights the
+    watershed (sliced with each window); ``watershed_kw`` (``h``,
     ``sigma``) go to the watershed. ``halo`` must be > ``MARGIN``; nuclei up to ``halo - MARGIN`` px beyond a
     core are handled by their block, larger components by their own crop.
     """
@@ -121,7 +123,8 @@ def blockwise_watershed(
             continue
         wy0, wy1, wx0, wx1 = win
         sub = watershed_instances(mask[wy0:wy1, wx0:wx1], min_area=min_area,
-                                  points=_local_points(points, wy0, wx0), **watershed_kw)
+                                  points=_local_points(points, wy0, wx0),
+                                  prob=None if prob is None else prob[wy0:wy1, wx0:wx1], **watershed_kw)
         next_id = _write_owned(labels, win, sub, comps[fits] + 1, next_id)
     for c in leftovers:  # components larger than the halo: alone in their own crop (module docstring)
         rs, cs = boxes[c]
@@ -129,7 +132,9 @@ def blockwise_watershed(
                min(W, cs.stop + MARGIN))
         if (win[1] - win[0]) * (win[3] - win[2]) <= max_crop:
             sub = watershed_instances(mask[win[0] : win[1], win[2] : win[3]], min_area=min_area,
-                                      points=_local_points(points, win[0], win[2]), **watershed_kw)
+                                      points=_local_points(points, win[0], win[2]),
+                                      prob=None if prob is None else prob[win[0] : win[1], win[2] : win[3]],
+                                      **watershed_kw)
         else:  # a failed prediction, not a nucleus: one connected-component object
             sub = (labels[win[0] : win[1], win[2] : win[3]] == -(c + 1)).view(np.uint8)
             if int(np.count_nonzero(sub)) < max(min_area, 1):

@@ -5,6 +5,13 @@ SAC's decoder predicts a semantic mask: touching nuclei come out as one connecte
 h-maxima of the (slightly smoothed) distance transform -- one per roughly convex nucleus -- plus, optionally,
 the positive prompt points; the flood is restricted to the mask. Connected components without any marker keep
 their own label, so the watershed never loses a nucleus that plain components would find.
+
+Given the probability map as well (what `sac segment` does), the distance is weighted by the probability: seeds
+sit in confident cores and the low-probability necks between touching nuclei become watershed lines. Measured on
+saved validation maps of the default model (``benchmarks/instances_from_maps.py``, results in
+``benchmarks/results/instances_from_maps.json``): AJI 0.550 -> 0.576 on the MoNuSeg hold-out and 0.705 -> 0.716 on
+DSB val, same Dice (the foreground is unchanged). ``h`` = 1.0 there (1.5 for the plain distance map) was chosen
+between those two values on the same validation maps.
 """
 
 from __future__ import annotations
@@ -24,19 +31,21 @@ def watershed_instances(
     mask: np.ndarray,
     *,
     min_area: int = 10,
-    h: float = 1.5,
+    h: float | None = None,
     sigma: float = 1.0,
     points: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Split touching nuclei: seeded watershed of ``-distance`` inside ``mask``.
+    """Split touching nuclei: seeded watershed of ``-distance`` (``-distance * prob`` given ``prob``) in ``mask``.
 
     Args:
         mask: ``bool [H, W]`` nucleus mask.
         min_area: objects smaller than this (pixels) are removed.
         h: minimum height (pixels of distance) of a distance-transform maximum to seed a nucleus; larger
-            merges more, smaller splits more.
+            merges more, smaller splits more. None: 1.0 with ``prob``, 1.5 without.
         sigma: Gaussian smoothing of the distance map (pixels) so ragged borders do not create seeds.
         points: optional ``float [N, 2]`` (x, y) extra seeds (positive prompts); each joins or adds a marker.
+        prob: optional ``float [H, W]`` nucleus probability in [0, 1] (the map ``mask`` was thresholded from).
 
     Returns:
         ``int32 [H, W]``: 0 background, 1..N nuclei (sequential).
@@ -48,6 +57,12 @@ def watershed_instances(
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
     dist = ndi.distance_transform_edt(mask).astype(np.float32)
+    if prob is not None:
+        if prob.shape != mask.shape:
+            raise ValueError(f"prob {prob.shape} and mask {mask.shape} differ in shape")
+        dist *= prob
+    if h is None:
+        h = 1.5 if prob is None else 1.0
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma) * mask
     seeds = h_maxima(dist, h).astype(bool) & mask
@@ -93,13 +108,14 @@ def make_instances(
     *,
     min_area: int,
     points: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
     block: int = BLOCK,
     halo: int = HALO,
     blockwise_above: int = BLOCKWISE_ABOVE,
 ) -> np.ndarray:
     """Dispatch on ``InferenceConfig.instances``: ``watershed`` | ``components`` | ``none`` (= components).
 
-    ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N. Masks with more than ``blockwise_above`` pixels go
+    ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N; ``prob float [H, W]`` (optional) weights the watershed. Masks with more than ``blockwise_above`` pixels go
     through :func:`sac.inference.blockwise.blockwise_watershed` (``block`` px cores + ``halo`` px) or, for
     components, an in-place renumbering; both give the same partition as the single pass (ids may be ordered
     differently for the watershed).
@@ -109,8 +125,8 @@ def make_instances(
         if large:
             from sac.inference.blockwise import blockwise_watershed
 
-            return blockwise_watershed(mask, min_area=min_area, points=points, block=block, halo=halo)
-        return watershed_instances(mask, min_area=min_area, points=points)
+            return blockwise_watershed(mask, min_area=min_area, points=points, prob=prob, block=block, halo=halo)
+        return watershed_instances(mask, min_area=min_area, points=points, prob=prob)
     if large:
         return _components_inplace(mask, min_area)
     return components(mask, min_area=min_area)

@@ -237,7 +237,7 @@ class Segmenter:
         prompts_all = np.concatenate(used) if used else np.zeros((0, 3), np.float32)
         if points is not None:
             positives = points[points[:, 2] == 1, :2]
-        labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives)
+        labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob)
         return SegmentationResult(
             mask=labels > 0,
             labels=labels,
