@@ -38,7 +38,7 @@ class IdentitySAC(nn.Module):
     def encode(self, images):
         return images
 
-    def decode(self, emb, coords, labels):
+    def decode(self, emb, coords, labels, mask_prompt=None):
         self.calls.extend(zip(coords.numpy().copy(), labels.numpy().copy(), strict=True))
         red = emb[:, :1].double().clamp(1e-6, 1 - 1e-6)
         return torch.logit(red), torch.zeros(len(emb), 1)
