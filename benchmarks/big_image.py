@@ -115,7 +115,7 @@ def machine() -> dict:
     mem = next((ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), "0")
     return {"cpus": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1), "platform": platform.platform(),
             "python": platform.python_version(),
-            "note": "shared machine: a training job used both cores at normal priority; this ran at autogroup nice 19"}
+            "note": "record here what else ran on the machine (the script cannot know)"}
 
 
 def main() -> None:
