@@ -104,6 +104,13 @@ def blockwise_watershed(
     if n_comp == 0:
         return labels
     np.negative(labels, out=labels)
+
+    def split(win: tuple[int, int, int, int]) -> np.ndarray:
+        """The single-pass watershed on one window (its mask, points and probability)."""
+        y0, y1, x0, x1 = win
+        return watershed_instances(mask[y0:y1, x0:x1], min_area=min_area, points=_local_points(points, y0, x0),
+                                   prob=None if prob is None else prob[y0:y1, x0:x1], **watershed_kw)
+
     boxes = _boxes(labels, n_comp)
     starts = np.array([(b[0].start // block, b[1].start // block) for b in boxes], dtype=np.int64)
     n_bx = -(-W // block)
@@ -121,20 +128,13 @@ def blockwise_watershed(
         leftovers.extend(comps[~fits].tolist())
         if not fits.any():
             continue
-        wy0, wy1, wx0, wx1 = win
-        sub = watershed_instances(mask[wy0:wy1, wx0:wx1], min_area=min_area,
-                                  points=_local_points(points, wy0, wx0),
-                                  prob=None if prob is None else prob[wy0:wy1, wx0:wx1], **watershed_kw)
-        next_id = _write_owned(labels, win, sub, comps[fits] + 1, next_id)
+        next_id = _write_owned(labels, win, split(win), comps[fits] + 1, next_id)
     for c in leftovers:  # components larger than the halo: alone in their own crop (module docstring)
         rs, cs = boxes[c]
         win = (max(0, rs.start - MARGIN), min(H, rs.stop + MARGIN), max(0, cs.start - MARGIN),
                min(W, cs.stop + MARGIN))
         if (win[1] - win[0]) * (win[3] - win[2]) <= max_crop:
-            sub = watershed_instances(mask[win[0] : win[1], win[2] : win[3]], min_area=min_area,
-                                      points=_local_points(points, win[0], win[2]),
-                                      prob=None if prob is None else prob[win[0] : win[1], win[2] : win[3]],
-                                      **watershed_kw)
+            sub = split(win)
         else:  # a failed prediction, not a nucleus: one connected-component object
             sub = (labels[win[0] : win[1], win[2] : win[3]] == -(c + 1)).view(np.uint8)
             if int(np.count_nonzero(sub)) < max(min_area, 1):
