@@ -7,7 +7,7 @@ instances; ``sac.evaluation.report.score``), plus two things ``sac evaluate`` ca
 * ``--unet``: also score the prompt generator alone (``prompt_prob > 0.5`` -> the same instance step): the
   "UNet alone" row of paper Table 1 from the very same forward passes; and the mean of the two probability
   maps ("fused": SAM mask and UNet averaged, then the same threshold and instance step);
-* ``--save-maps DIR``: keep each image's stitched maps (``<id>.npz``: prob, prompt_prob as float16) for
+* ``--save-maps DIR``: keep each image's stitched maps (``<id>.npz``: prob, prompt_prob, distance as float16) for
   post-hoc analysis without rerunning the model.
 
     .venv/bin/python benchmarks/evaluate_full.py --model runs/goal --data ../shared/data/monuseg --split train \\
@@ -114,6 +114,8 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
             maps = {"prob": res.prob.astype(np.float16)}
             if res.prompt_prob is not None:
                 maps["prompt_prob"] = res.prompt_prob.astype(np.float16)
+            if res.distance is not None:
+                maps["distance"] = res.distance.astype(np.float16)
             np.savez_compressed(save_maps / f"{pid}.npz", **maps)
     out = {"sac": None if unet_only else score(sac_pairs), "seconds_per_image": float(np.mean(seconds)),
            "settings": {**seg.settings(), "expert": expert, "model": loaded.info, "ids": [p[0] for p in items]}}

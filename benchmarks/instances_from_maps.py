@@ -6,9 +6,11 @@ Input: folders of ``<id>.npz`` maps written by ``benchmarks/evaluate_full.py --s
 
 * ``components``: connected components of ``p > 0.5`` (semantic only);
 * ``watershed``: the current ``sac segment`` default (h-maxima of the smoothed distance transform of the mask);
-* ``prob_watershed`` (h = 1.5) and ``prob_watershed_h1`` (h = 1.0, now the `sac segment` default): markers =
-  h-maxima of the distance transform weighted by the probability (``watershed_instances(..., prob=p)``), so seeds
-  sit in confident cores and the low-probability necks between touching nuclei become watershed lines.
+* ``prob_watershed`` (h = 1.5) and ``prob_watershed_h1`` (h = 1.0, the `sac segment` default without a distance
+  head): markers = h-maxima of the distance transform weighted by the probability (``watershed_instances(...,
+  prob=p)``), so seeds sit in confident cores and the low-probability necks between touching nuclei become lines;
+* ``distance_h<h>`` (maps saved from a model with a distance head): the watershed follows the learned distance
+  map (``watershed_instances(..., distance=d, h=h)``), markers = its h-maxima.
 
 Each map (``prob``, ``prompt_prob``, their mean) x each method is scored against the ground truth with
 :func:`sac.evaluation.report.score`. Results: ``benchmarks/results/instances_from_maps.json``.
@@ -32,15 +34,23 @@ from sac.atomic import atomic_write_text
 HERE = Path(__file__).resolve().parent
 
 
-def methods():
+def methods(distance: np.ndarray | None = None):
+    """Instance methods on a probability map ``p``; with a distance head's map, the distance-guided ones too."""
     from sac.inference.instances import components, watershed_instances
 
-    return {
+    out = {
         "components": lambda p: components(p > 0.5, min_area=10),
         "watershed": lambda p: watershed_instances(p > 0.5, min_area=10),
         "prob_watershed": lambda p: watershed_instances(p > 0.5, min_area=10, prob=p, h=1.5),
         "prob_watershed_h1": lambda p: watershed_instances(p > 0.5, min_area=10, prob=p, h=1.0),
     }
+    if distance is not None:
+        for h in DISTANCE_HS:
+            out[f"distance_h{h:g}"] = lambda p, h=h: watershed_instances(p > 0.5, min_area=10, distance=distance, h=h)
+    return out
+
+
+DISTANCE_HS = (0.05, 0.1, 0.2, 0.3)
 
 
 def main() -> None:
@@ -64,13 +74,14 @@ def main() -> None:
             true = read_labels(labels_of[f.stem])
             z = np.load(f)
             maps = {"sam": z["prob"].astype(np.float32)}
+            distance = z["distance"].astype(np.float32) if "distance" in z else None
             if "prompt_prob" in z:
                 maps["unet"] = z["prompt_prob"].astype(np.float32)
                 maps["mean"] = (maps["sam"] + maps["unet"]) / 2
             for mname, p in maps.items():
                 if args.only_maps and mname not in args.only_maps:
                     continue
-                for meth, fn in methods().items():
+                for meth, fn in methods(distance).items():
                     if args.only_methods and meth not in args.only_methods:
                         continue
                     pairs.setdefault(f"{mname}/{meth}", []).append((f.stem, true, fn(p)))

@@ -211,7 +211,8 @@ def main() -> None:
             "image_shape": list(_shape(image)),
             "model": model if a.model or model == "default" else "untrained SAC (LiteMedSAM backbone, saved to tmp)",
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": 2,
-                        "note": "shared machine: another helper's training ran at the same time"},
+                        # other load on the machine skews wall times: record it (1-min load average)
+                        "load_average_at_start": round(os.getloadavg()[0], 2)},
             "command": "python benchmarks/segment_speed.py " + " ".join(sys.argv[1:]),
         }
         print("vit_b encoder ...", file=sys.stderr)
@@ -227,6 +228,7 @@ def main() -> None:
             vit = results["vit_b_encoder"]
             r["fraction_of_vit_b"] = round(r["seconds_per_image"] / vit["seconds"], 3)
             r["cpu_fraction_of_vit_b"] = round(r["cpu_seconds_per_image"] / vit["cpu_seconds"], 3)
+            r["load_average_after"] = round(os.getloadavg()[0], 2)
             results["segment"][name] = r
             print(f"  {r['seconds_per_image']:.1f} s/image ({r['cpu_seconds_per_image']:.1f} CPU s), {r['tiles']} tiles,"
                   f" peak {r['peak_rss_mb']:.0f} MB, {r['fraction_of_vit_b']:.2f} x ViT-B wall, "

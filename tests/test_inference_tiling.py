@@ -27,10 +27,14 @@ class IdentitySAC(nn.Module):
         self.input_size = input_size
         self.image_encoder = nn.Identity()
         self.prompt_generator = nn.Identity()
+        self.prompt_generator.out_channels = 1  # no distance head
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
 
     def prompt_logits(self, images):
         return torch.logit(images[:, 1:2].clamp(1e-4, 1 - 1e-4))
+
+    def prompt_maps(self, images):
+        return self.prompt_logits(images), None
 
     def normalise(self, images):
         return images

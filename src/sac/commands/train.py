@@ -49,11 +49,18 @@ def add_arguments(parser) -> None:
     g.add_argument("--select", default=None, choices=("centroid", "random"))
     g.add_argument("--mask-prompt", action="store_true",
                    help="sac: also give SAM the UNet's logits as its dense mask prompt (beyond the paper)")
+    g.add_argument("--distance-head", action="store_true",
+                   help="UNet also predicts each nucleus's normalised distance to its border, used by the "
+                        "watershed to split touching nuclei (beyond the paper)")
+    g.add_argument("--freeze-sam", action="store_true",
+                   help="sac: train only the prompt generator (UNet, distance head); LoRA and decoder as initialised")
     g.add_argument("--init-from", default=None, help="model folder or run folder to initialise matching tensors from")
     g = parser.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="max epochs (default 30)")
     g.add_argument("--min-epochs", type=int, default=None)
-    g.add_argument("--patience", type=int, default=None, help="early stopping patience on val Dice (default 10)")
+    g.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs, default 10)")
+    g.add_argument("--monitor", default=None, choices=("dice", "aji"),
+                   help="validation score that picks best/ and drives early stopping (default dice)")
     g.add_argument("--crops-per-epoch", type=int, default=None, help="random crops per epoch (default 64)")
     g.add_argument("--crop-pool", action="store_true",
                    help="CPU recipe: reuse the same crops every epoch and cache their frozen encoder prefix")
@@ -88,7 +95,7 @@ def build_config(args):
     for name in ("val_from_train", "val_seed", "val_crops_per_image", "val_max_images", "variant", "backbone",
                  "sam_checkpoint", "lora_rank", "lora_last_n_layers", "n_points", "select", "init_from", "epochs",
                  "min_epochs", "patience", "crops_per_epoch", "batch_size", "lr", "lr_prompt", "seed", "max_time",
-                 "max_steps", "warmup_minutes", "device", "devices", "num_threads"):
+                 "max_steps", "warmup_minutes", "device", "devices", "num_threads", "monitor"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -97,6 +104,8 @@ def build_config(args):
     cfg.channels_last = not args.no_channels_last
     cfg.crop_pool = bool(args.crop_pool)
     cfg.mask_prompt = bool(args.mask_prompt)
+    cfg.distance_head = bool(args.distance_head)
+    cfg.freeze_sam = bool(args.freeze_sam)
     cfg.progress_bar = not args.no_progress
     return cfg
 

@@ -77,6 +77,7 @@ def blockwise_watershed(
     min_area: int = 10,
     points: np.ndarray | None = None,
     prob: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
     block: int = 2048,
     halo: int = 128,
     max_crop: int | None = None,
@@ -87,7 +88,7 @@ def blockwise_watershed(
     Same foreground and nuclei as :func:`~sac.inference.instances.watershed_instances` (borders between touching
     nuclei up to flood ties, see the module docstring; ids in block order, not the single pass's order) except for components larger than ``max_crop`` pixels of bounding box (+ margin),
     which stay one object each. ``points float [N, 2]`` (x, y) are extra seeds; ``prob float [H, W]`` weights the
-    watershed (sliced with each window); ``watershed_kw`` (``h``,
+    watershed and ``distance float [H, W]`` replaces its distance map (both sliced with each window); ``watershed_kw`` (``h``,
     ``sigma``) go to the watershed. ``halo`` must be > ``MARGIN``; nuclei up to ``halo - MARGIN`` px beyond a
     core are handled by their block, larger components by their own crop.
     """
@@ -109,7 +110,8 @@ def blockwise_watershed(
         """The single-pass watershed on one window (its mask, points and probability)."""
         y0, y1, x0, x1 = win
         return watershed_instances(mask[y0:y1, x0:x1], min_area=min_area, points=_local_points(points, y0, x0),
-                                   prob=None if prob is None else prob[y0:y1, x0:x1], **watershed_kw)
+                                   prob=None if prob is None else prob[y0:y1, x0:x1],
+                                   distance=None if distance is None else distance[y0:y1, x0:x1], **watershed_kw)
 
     boxes = _boxes(labels, n_comp)
     starts = np.array([(b[0].start // block, b[1].start // block) for b in boxes], dtype=np.int64)

@@ -28,6 +28,8 @@ class InferenceConfig:
     ``0`` = no automatic prompts).
     ``instances``: ``watershed`` (seeded watershed inside the mask, separates touching nuclei),
     ``components`` (connected components of the mask) or ``none`` (semantic mask only, labels = components).
+    ``use_distance``: with a model that has a distance head, the watershed follows its map (False: the mask's
+    distance transform weighted by the probability, as for models without one).
     ``min_area``: objects smaller than this (original-image pixels) are dropped from the instances.
     ``threshold``: probability above which a pixel is nucleus.
     ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
@@ -40,6 +42,7 @@ class InferenceConfig:
     n_points: int | None = None
     select: str | None = None
     instances: str = "watershed"
+    use_distance: bool = True
     min_area: int = 10
     threshold: float = 0.5
     batch: int = 1

@@ -32,20 +32,26 @@ def watershed_instances(
     *,
     min_area: int = 10,
     h: float | None = None,
-    sigma: float = 1.0,
+    sigma: float | None = None,
     points: np.ndarray | None = None,
     prob: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Split touching nuclei: seeded watershed of ``-distance`` (``-distance * prob`` given ``prob``) in ``mask``.
+
+    Given ``distance`` (a model's own distance map), that map replaces the distance transform of the mask.
 
     Args:
         mask: ``bool [H, W]`` nucleus mask.
         min_area: objects smaller than this (pixels) are removed.
         h: minimum height (pixels of distance) of a distance-transform maximum to seed a nucleus; larger
             merges more, smaller splits more. None: 1.0 with ``prob``, 1.5 without.
-        sigma: Gaussian smoothing of the distance map (pixels) so ragged borders do not create seeds.
+        sigma: Gaussian smoothing of the distance map (pixels) so ragged borders do not create seeds. None: 1.0,
+            or ``DISTANCE_SIGMA`` for a distance head's map.
         points: optional ``float [N, 2]`` (x, y) extra seeds (positive prompts); each joins or adds a marker.
         prob: optional ``float [H, W]`` nucleus probability in [0, 1] (the map ``mask`` was thresholded from).
+        distance: optional ``float [H, W]`` in [0, 1], the distance head's normalised distance to the nucleus
+            border (1 at centres). Then ``h`` is in those units (None: ``DISTANCE_H``) and ``prob`` is unused.
 
     Returns:
         ``int32 [H, W]``: 0 background, 1..N nuclei (sequential).
@@ -56,13 +62,20 @@ def watershed_instances(
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.int32)
-    dist = ndi.distance_transform_edt(mask).astype(np.float32)
-    if prob is not None:
-        if prob.shape != mask.shape:
-            raise ValueError(f"prob {prob.shape} and mask {mask.shape} differ in shape")
-        dist *= prob
-    if h is None:
-        h = 1.5 if prob is None else 1.0
+    for name, arr in (("prob", prob), ("distance", distance)):
+        if arr is not None and arr.shape != mask.shape:
+            raise ValueError(f"{name} {arr.shape} and mask {mask.shape} differ in shape")
+    if distance is not None:
+        dist = np.asarray(distance, dtype=np.float32) * mask
+        h = DISTANCE_H if h is None else h
+        sigma = DISTANCE_SIGMA if sigma is None else sigma
+    else:
+        dist = ndi.distance_transform_edt(mask).astype(np.float32)
+        if prob is not None:
+            dist *= prob
+        if h is None:
+            h = 1.5 if prob is None else 1.0
+        sigma = 1.0 if sigma is None else sigma
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma) * mask
     seeds = h_maxima(dist, h).astype(bool) & mask
@@ -80,6 +93,11 @@ def watershed_instances(
         extra, _ = ndi.label(orphan, structure=np.ones((3, 3), dtype=bool))
         labels[orphan] = extra[orphan] + n
     return _drop_small(labels, min_area)
+
+
+# Markers on a distance head's map (units: fraction of a nucleus's own peak distance); see module docstring.
+DISTANCE_H = 0.1
+DISTANCE_SIGMA = 1.0
 
 
 def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -109,13 +127,15 @@ def make_instances(
     min_area: int,
     points: np.ndarray | None = None,
     prob: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
     block: int = BLOCK,
     halo: int = HALO,
     blockwise_above: int = BLOCKWISE_ABOVE,
 ) -> np.ndarray:
     """Dispatch on ``InferenceConfig.instances``: ``watershed`` | ``components`` | ``none`` (= components).
 
-    ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N; ``prob float [H, W]`` (optional) weights the watershed. Masks with more than ``blockwise_above`` pixels go
+    ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N; ``prob float [H, W]`` (optional) weights the watershed,
+    ``distance float [H, W]`` (optional, a distance head's map) replaces its distance transform. Masks with more than ``blockwise_above`` pixels go
     through :func:`sac.inference.blockwise.blockwise_watershed` (``block`` px cores + ``halo`` px) or, for
     components, an in-place renumbering; both give the same partition as the single pass (ids may be ordered
     differently for the watershed).
@@ -125,8 +145,9 @@ def make_instances(
         if large:
             from sac.inference.blockwise import blockwise_watershed
 
-            return blockwise_watershed(mask, min_area=min_area, points=points, prob=prob, block=block, halo=halo)
-        return watershed_instances(mask, min_area=min_area, points=points, prob=prob)
+            return blockwise_watershed(mask, min_area=min_area, points=points, prob=prob, distance=distance,
+                                       block=block, halo=halo)
+        return watershed_instances(mask, min_area=min_area, points=points, prob=prob, distance=distance)
     if large:
         return _components_inplace(mask, min_area)
     return components(mask, min_area=min_area)

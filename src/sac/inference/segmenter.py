@@ -36,7 +36,8 @@ class SegmentationResult:
 
     ``mask bool [H, W]`` (= ``labels > 0``); ``labels int32 [H, W]`` (0 background, 1..N nuclei);
     ``prob float32 [H, W]`` SAC mask probability in [0, 1]; ``prompt_prob float32 [H, W]`` the UNet's
-    (None for a model without prompt generator); ``prompts float32 [P, 3]`` every point used, (x, y, label) in
+    (None for a model without prompt generator); ``distance float32 [H, W]`` the distance head's map in [0, 1]
+    (None without one); ``prompts float32 [P, 3]`` every point used, (x, y, label) in
     image pixels, label 1 positive / 0 negative; ``image uint8 [H, W, 3]`` the input; ``seconds`` wall time;
     ``tiles`` number of model windows. ``table`` (pandas DataFrame, one row per nucleus) is computed on first use.
     """
@@ -50,6 +51,7 @@ class SegmentationResult:
     seconds: float
     tiles: int
     settings: dict = field(default_factory=dict)
+    distance: np.ndarray | None = None
 
     @property
     def n_nuclei(self) -> int:
@@ -107,6 +109,7 @@ class Segmenter:
             select=prompts.select if self.cfg.select is None else self.cfg.select,
         )
         self.has_unet = model.prompt_generator is not None and prompts.enabled
+        self.has_distance = self.has_unet and model.prompt_generator.out_channels > 1
 
     # ------------------------------------------------------------------ geometry
     def window(self) -> tuple[int, int]:
@@ -164,11 +167,15 @@ class Segmenter:
 
     @torch.inference_mode()
     def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list]:
-        """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet prob ``[b, S, S]`` or None, prompts."""
+        """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
+        the distance head's map if any) or None, prompts."""
         model = self.model
         batch = batch.to(self.device)
-        logits = model.prompt_logits(batch) if self.has_unet else None
+        logits, dist_logits = model.prompt_maps(batch) if self.has_unet else (None, None)
         prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if logits is not None else None
+        unet_maps = None if prob is None else prob[:, None]
+        if dist_logits is not None:
+            unet_maps = np.concatenate([unet_maps, torch.sigmoid(dist_logits.float()).cpu().numpy()], axis=1)
         cfg = self.prompt_cfg if self.has_unet else dataclasses.replace(self.prompt_cfg, enabled=False)
         coords, labels = select_batch(
             prob, cfg, [e[0] for e in experts], [e[1] for e in experts], rng, batch_size=len(batch)
@@ -180,7 +187,7 @@ class Segmenter:
         mask_logits, _ = model.decode(emb, torch.from_numpy(coords).to(self.device),
                                       torch.from_numpy(labels).to(self.device), logits)
         sac_prob = torch.sigmoid(mask_logits.float())[:, 0].cpu().numpy()
-        return sac_prob, prob, list(zip(coords, labels, strict=True))
+        return sac_prob, unet_maps, list(zip(coords, labels, strict=True))
 
     def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
         """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
@@ -211,7 +218,8 @@ class Segmenter:
         points = check_points(expert_points, (H, W), getattr(source, "name", "image"))
         tiles = self.tiles_for(H, W)
         size, overlap = self.window()
-        stitcher = Stitcher(H, W, 2 if self.has_unet else 1, weight_window(size, overlap))
+        n_maps = 1 + (1 + int(self.has_distance) if self.has_unet else 0)
+        stitcher = Stitcher(H, W, n_maps, weight_window(size, overlap))
         rng = np.random.default_rng(self.cfg.seed)
         used: list[np.ndarray] = []
         f = self.tile_model / size
@@ -219,9 +227,9 @@ class Segmenter:
             chunk = tiles[i : i + self.cfg.batch]
             batch = torch.stack([self._tensor(source, t) for t in chunk])
             experts = [self._expert_in(t, points) for t in chunk]
-            sac_prob, unet_prob, prompts = self._run_batch(batch, experts, rng)
+            sac_prob, unet_maps, prompts = self._run_batch(batch, experts, rng)
             for j, tile in enumerate(chunk):
-                maps = sac_prob[j][None] if unet_prob is None else np.stack([sac_prob[j], unet_prob[j]])
+                maps = sac_prob[j][None] if unet_maps is None else np.concatenate([sac_prob[j][None], unet_maps[j]])
                 stitcher.add(tile, self._to_window(maps, size))
                 coords, labels = prompts[j]
                 keep = labels >= 0
@@ -237,12 +245,15 @@ class Segmenter:
         prompts_all = np.concatenate(used) if used else np.zeros((0, 3), np.float32)
         if points is not None:
             positives = points[points[:, 2] == 1, :2]
-        labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob)
+        distance = maps[2] if self.has_distance and self.cfg.use_distance else None
+        labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob,
+                                distance=distance)
         return SegmentationResult(
             mask=labels > 0,
             labels=labels,
             prob=prob,
             prompt_prob=maps[1] if self.has_unet else None,
+            distance=maps[2] if self.has_distance else None,
             prompts=prompts_all.reshape(-1, 3),
             image=source.full(),
             seconds=time.perf_counter() - start,

@@ -164,10 +164,16 @@ class SAC(nn.Module):
 
     def prompt_logits(self, images: torch.Tensor) -> torch.Tensor:
         """UNet: ``[B,3,S,S]`` in [0,1] -> ``[B,1,S,S]`` logits of "nucleus". Fails if prompts are disabled."""
+        return self.prompt_maps(images)[0]
+
+    def prompt_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """UNet: ``[B,3,S,S]`` in [0,1] -> (nucleus logits ``[B,1,S,S]``, distance logits ``[B,1,S,S]`` or None
+        without ``cfg.unet.distance_head``); one forward pass. Fails if prompts are disabled."""
         if self.prompt_generator is None:
             raise RuntimeError("this SAC has no prompt generator (cfg.prompts.enabled is False)")
         self._check_images(images)
-        return self.prompt_generator(self.normalise(images))
+        out = self.prompt_generator(self.normalise(images))
+        return out[:, :1], (out[:, 1:2] if out.shape[1] > 1 else None)
 
     def select_prompts(
         self,

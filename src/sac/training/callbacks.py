@@ -26,6 +26,7 @@ from sac.atomic import atomic_path
 METRIC_COLUMNS = (
     "epoch", "step", "train_loss", "train_mask_loss", "train_prompt_loss", "val_dice", "val_iou", "val_f1",
     "val_prompt_dice", "train_iou_loss", "train_seconds", "val_seconds", "epoch_seconds", "elapsed_seconds", "lr",
+    "val_aji", "train_distance_loss",
 )
 
 
@@ -110,7 +111,7 @@ class MetricsLogger(L.Callback):
         # Lightning reduces the epoch means only at on_train_epoch_end, which runs *after* validation; the row
         # is written at validation end (before last.ckpt is saved), so keep the running means here.
         m = trainer.callback_metrics
-        for k in ("loss", "mask_loss", "prompt_loss", "iou_loss"):
+        for k in ("loss", "mask_loss", "prompt_loss", "iou_loss", "distance_loss"):
             v = _num(m.get(f"train/{k}_step"))
             if v is not None:
                 self._sums[k] = self._sums.get(k, 0.0) + v
@@ -142,6 +143,8 @@ class MetricsLogger(L.Callback):
             "val_iou": _num(m.get("val/iou")),
             "val_f1": _num(m.get("val/f1")),
             "val_prompt_dice": _num(m.get("val/prompt_dice")),
+            "val_aji": _num(m.get("val/aji")),
+            "train_distance_loss": mean.get("distance_loss"),
             "train_seconds": round(total - self._val_seconds, 2),
             "val_seconds": round(self._val_seconds, 2),
             "epoch_seconds": round(total, 2),

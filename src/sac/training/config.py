@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet")
+MONITORS = ("dice", "aji")
 """``sac``: LoRA(Q,V) + mask decoder + UNet prompt generator (the paper's method).
 ``sam-ft``: mask decoder only (no LoRA), prompts = 0-3 expert-style points from the ground truth.
 ``lora-noprompt``: LoRA + decoder, no automatic prompts (SAM's "no prompt" embedding).
@@ -48,10 +49,18 @@ class TrainConfig:
     select: str = "centroid"
     mask_prompt: bool = False  # sac: UNet logits also go to SAM as its dense mask prompt (beyond the paper)
     init_from: str | None = None  # a model folder (or a unet-variant run) to start from
+    # UNet second channel: per-nucleus normalised distance to the border (beyond the paper; splits touching
+    # nuclei in `sac segment`). From --init-from a model without it, channel 1 starts as a copy of channel 0.
+    distance_head: bool = False
+    distance_loss_weight: float = 1.0
+    # sac: train only the prompt generator (UNet and distance head); LoRA and decoder stay as initialised.
+    # No SAM forward in training steps (points and mask prompt are detached, so it gives the UNet no gradient).
+    freeze_sam: bool = False
     # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 30  # max epochs; the paper runs >= 30 with early stopping
     min_epochs: int = 0
-    patience: int = 10  # early stopping on validation Dice (epochs without improvement)
+    patience: int = 10  # early stopping on the monitored validation score (epochs without improvement)
+    monitor: str = "dice"  # dice | aji: the validation score that picks best/ and drives early stopping
     crops_per_epoch: int = 64  # an "epoch" is this many random crops (CPU-practical; the paper uses full passes)
     # Fixed crop pool (CPU recipe): every epoch revisits the same `crops_per_epoch` augmented crops (shuffled),
     # so the frozen encoder prefix of each crop is computed once and cached (fp16) -- epochs >= 2 cost only
@@ -97,6 +106,10 @@ class TrainConfig:
             raise SACError("--patience, --points and --val-from-train must be >= 0 and --lora-rank >= 1")
         if not 0 < self.scale_min <= self.scale_max:
             raise SACError(f"bad scale range {self.scale_min}..{self.scale_max} (need 0 < min <= max)")
+        if self.monitor not in MONITORS:
+            raise SACError(f"unknown --monitor {self.monitor!r} (valid: {', '.join(MONITORS)})")
+        if self.freeze_sam and self.variant != "sac":
+            raise SACError("--freeze-sam applies to --variant sac only")
         if self.device not in ("cpu", "cuda", "auto"):
             raise SACError(f"unknown --device {self.device!r} (valid: cpu, cuda, auto)")
         if self.max_time is not None and self.max_time <= 0:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sac.models.config import LoraConfig, PromptConfig, SACConfig
+from sac.models.config import LoraConfig, PromptConfig, SACConfig, UNetConfig
 from sac.models.sac import SACOutput
 from sac.training.config import TrainConfig
 from sac.training.encoder_split import SplitEncoder
@@ -45,13 +45,15 @@ def sac_config(cfg: TrainConfig) -> SACConfig:
                         last_n_layers=cfg.lora_last_n_layers),
         prompts=PromptConfig(enabled=cfg.variant in ("sac", "unet"), n_points=cfg.n_points, select=cfg.select,
                              mask_prompt=cfg.mask_prompt and cfg.variant == "sac"),
-        train_decoder=cfg.variant != "unet",
+        unet=UNetConfig(distance_head=cfg.distance_head and cfg.variant in ("sac", "unet")),
+        train_decoder=cfg.variant != "unet" and not cfg.freeze_sam,
     )
 
 
-def configure_trainable(model: nn.Module, variant: str) -> None:
-    """Set ``requires_grad`` for ``variant`` (the SAC constructor already froze encoder + prompt encoder)."""
-    if variant == "unet":
+def configure_trainable(model: nn.Module, variant: str, freeze_sam: bool = False) -> None:
+    """Set ``requires_grad`` for ``variant`` (the SAC constructor already froze encoder + prompt encoder);
+    ``freeze_sam``: only the prompt generator trains."""
+    if variant == "unet" or freeze_sam:
         for p in model.parameters():
             p.requires_grad_(False)
         for p in model.prompt_generator.parameters():
@@ -94,7 +96,7 @@ class SACLitModule(L.LightningModule):
     def __init__(self, cfg: TrainConfig, model: nn.Module):
         super().__init__()
         self.cfg, self.model = cfg, model
-        configure_trainable(model, cfg.variant)
+        configure_trainable(model, cfg.variant, cfg.freeze_sam)
         from sac.models.losses import SACLoss
 
         self.loss = SACLoss(prompt_weight=cfg.prompt_loss_weight)  # FocalDice(mask) + BCE(UNet) + IoU-head MSE
@@ -154,8 +156,9 @@ class SACLitModule(L.LightningModule):
         v = self.cfg.variant
         zero = images.new_zeros(())
         keys = self._train_keys(batch)
-        if v == "unet":
-            logits = self.model.prompt_logits(images)
+        dist_logits = None
+        if v == "unet" or self.cfg.freeze_sam:
+            logits, dist_logits = self.model.prompt_maps(images)
             prompt_loss = self.bce(logits, target) + self.dice(logits, target)
             losses = {"loss": prompt_loss, "mask_loss": zero, "prompt_loss": prompt_loss, "iou_loss": zero}
         else:
@@ -170,10 +173,16 @@ class SACLitModule(L.LightningModule):
                 prompt_logits = None
             else:  # sac
                 emb = self._embed(images, keys)
-                prompt_logits = self.model.prompt_logits(images)
+                prompt_logits, dist_logits = self.model.prompt_maps(images)
                 coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images))
             mask_logits, iou = self.model.decode(emb, coords, labels, prompt_logits)
             losses = self.loss(SACOutput(mask_logits, prompt_logits, coords, labels, iou), target)
+        if dist_logits is not None:
+            from sac.data.targets import distance_targets
+
+            dist_loss = self.bce(dist_logits, distance_targets(batch["labels"]))
+            losses = {**losses, "loss": losses["loss"] + self.cfg.distance_loss_weight * dist_loss,
+                      "distance_loss": dist_loss}
         for k, val in losses.items() if self._trainer is not None else ():
             self.log(f"train/{k}", val.detach(), on_step=True, on_epoch=True, prog_bar=k == "loss",
                      batch_size=len(images))
@@ -181,26 +190,32 @@ class SACLitModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_crops(self, images: torch.Tensor, keys: list | None = None
-                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Inference on S x S crops as ``sac segment`` does it with 0 expert points:
-        -> (SAM mask logits or None for ``unet``, UNet logits or None)."""
+        -> (SAM mask logits or None for ``unet``, UNet logits or None, distance logits or None)."""
         v = self.cfg.variant
-        prompt_logits = self.model.prompt_logits(images) if self.model.prompt_generator is not None else None
+        prompt_logits = dist_logits = None
+        if self.model.prompt_generator is not None:
+            prompt_logits, dist_logits = self.model.prompt_maps(images)
         if v == "unet":
-            return None, prompt_logits
+            return None, prompt_logits, dist_logits
         emb = self._embed(images, keys)
         coords, labels = self.model.select_prompts(prompt_logits if v == "sac" else None, batch_size=len(images))
         mask_logits, _ = self.model.decode(emb, coords, labels, prompt_logits if v == "sac" else None)
-        return mask_logits, prompt_logits
+        return mask_logits, prompt_logits, dist_logits
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {"mask": defaultdict(lambda: np.zeros(3)), "prompt": defaultdict(lambda: np.zeros(3))}
+        self._val = {"mask": defaultdict(lambda: np.zeros(3)), "prompt": defaultdict(lambda: np.zeros(3)),
+                     "aji": defaultdict(list)}
         self.model.prompt_rng = np.random.default_rng(12345)  # random selection: same points every epoch
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         keys = [("val", int(i)) for i in batch["index"]] if self.cfg.cache_val_prefix else None
-        mask_logits, prompt_logits = self.predict_crops(batch["image"], keys)
+        mask_logits, prompt_logits, dist_logits = self.predict_crops(batch["image"], keys)
         target, valid = batch["mask"] > 0.5, batch["valid"] > 0.5
+        main = mask_logits if mask_logits is not None else prompt_logits
+        for key, aji in zip(batch["key"], crop_aji(main, dist_logits, batch["labels"], valid), strict=True):
+            self._val["aji"][key].append(aji)
         for name, logits in (("mask", mask_logits), ("prompt", prompt_logits)):
             if logits is None:
                 continue
@@ -212,26 +227,31 @@ class SACLitModule(L.LightningModule):
                 self._val[name][key] += (a, b, c)
 
     def _gather_val(self) -> dict:
-        """Under DDP each rank saw part of the validation crops: merge every rank's per-image counts."""
+        """Under DDP each rank saw part of the validation crops: merge every rank's per-image counts/AJIs."""
         local = {name: dict(counts) for name, counts in self._val.items()}
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return local
         parts: list = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(parts, local)
-        merged: dict = {name: defaultdict(lambda: np.zeros(3)) for name in local}
+        merged: dict = {name: {} for name in local}
         for part in parts:
             for name, counts in part.items():
                 for key, c in counts.items():
-                    merged.setdefault(name, defaultdict(lambda: np.zeros(3)))[key] += c
+                    have = merged.setdefault(name, {}).get(key)
+                    merged[name][key] = c if have is None else have + c  # arrays add, lists concatenate
         return merged
 
     def on_validation_epoch_end(self) -> None:
-        scores = {name: summarise(counts) for name, counts in self._gather_val().items() if counts}
+        gathered = self._gather_val()
+        ajis = gathered.pop("aji", {})
+        scores = {name: summarise(counts) for name, counts in gathered.items() if counts}
         main = scores.get("mask") or scores.get("prompt")
         if main is None:
             return
         for k in ("dice", "iou", "f1"):
             self.log(f"val/{k}", main[k], prog_bar=k == "dice")
+        if ajis:
+            self.log("val/aji", summarise_aji(ajis), prog_bar=self.cfg.monitor == "aji")
         for src, d in main["per_source"].items():
             self.log(f"val/{src}/dice", d)
         if "prompt" in scores:
@@ -258,3 +278,31 @@ def summarise(counts: dict[str, np.ndarray]) -> dict:
         "f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
         "per_source": src_dice,
     }
+
+
+def crop_aji(logits: torch.Tensor, dist_logits: torch.Tensor | None, labels: torch.Tensor, valid: torch.Tensor
+             ) -> list[float]:
+    """AJI of each validation crop: instances as ``sac segment`` makes them (watershed of the probability map,
+    guided by the distance head when there is one) against the crop's ground-truth ``labels int [B,S,S]``;
+    ``valid bool [B,1,S,S]`` masks padding. ``logits [B,1,S,S]`` -> B floats."""
+    from sac.evaluation.instance import aji, overlaps
+    from sac.inference.instances import watershed_instances
+
+    prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+    dist = None if dist_logits is None else torch.sigmoid(dist_logits.float())[:, 0].cpu().numpy()
+    ok, true = valid[:, 0].cpu().numpy(), labels.cpu().numpy()
+    out = []
+    for i in range(len(prob)):
+        pred = watershed_instances((prob[i] > 0.5) & ok[i], prob=prob[i],
+                                   distance=None if dist is None else dist[i])
+        out.append(aji(overlaps(np.where(ok[i], true[i], 0), pred)))
+    return out
+
+
+def summarise_aji(per_image: dict[str, list[float]]) -> float:
+    """Crop AJIs keyed ``"<source>/<id>"`` -> mean over sources of the mean over images of the mean over crops
+    (the weighting of :func:`summarise`)."""
+    per_src: dict[str, list[float]] = defaultdict(list)
+    for key, values in per_image.items():
+        per_src[key.split("/", 1)[0]].append(float(np.mean(values)))
+    return float(np.mean([np.mean(v) for v in per_src.values()]))

@@ -64,10 +64,36 @@ def load_init_weights(model, folder: str | Path) -> int:
     tensors = load_file(str(path))
     own = model.state_dict()
     take = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    for k, v in tensors.items():  # a 1-channel UNet head into a 2-channel one (--distance-head)
+        if k.startswith("prompt_generator.") and k in own and k not in take:
+            grown = replicate_channels(v, tuple(own[k].shape))
+            if grown is not None:
+                take[k] = grown
     if not take:
         raise SACError(f"--init-from {path}: no tensor matches this model's names and shapes")
     model.load_state_dict(take, strict=False)
     return len(take)
+
+
+def replicate_channels(old, shape: tuple[int, ...]):
+    """``old`` with its size-1 dimensions grown to ``shape`` "diagonally": entry ``c`` of every grown dimension
+    is the old entry (off-diagonal entries 0), so each new output channel computes what the old single channel
+    computed. Used to start a UNet's distance channel as a copy of its nucleus channel, leaving channel 0 exactly
+    as it was. None when the shapes are not related that way."""
+    import torch
+
+    if old.dim() != len(shape) or old.shape == shape:
+        return None
+    grown = [d for d, (a, b) in enumerate(zip(old.shape, shape, strict=True)) if a != b]
+    if any(old.shape[d] != 1 for d in grown) or len({shape[d] for d in grown}) != 1:
+        return None
+    out = torch.zeros(shape, dtype=old.dtype)
+    for c in range(shape[grown[0]]):
+        index = [slice(None)] * len(shape)
+        for d in grown:
+            index[d] = slice(c, c + 1)
+        out[tuple(index)] = old
+    return out
 
 
 STOP_LIMITS = ("max_time", "max_steps", "epochs")
@@ -143,10 +169,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
 
     callbacks = [
         MetricsLogger(run_dir, title=f"{cfg.variant} ({cfg.backbone})"),
-        BestModelSaver(run_dir, save_best),
+        BestModelSaver(run_dir, save_best, monitor=f"val/{cfg.monitor}"),
         # Both act at validation end (not train-epoch end), after MetricsLogger/BestModelSaver have updated
         # their state, so last.ckpt always holds a consistent epoch.
-        EarlyStopping(monitor="val/dice", mode="max", patience=cfg.patience, check_on_train_epoch_end=False),
+        EarlyStopping(monitor=f"val/{cfg.monitor}", mode="max", patience=cfg.patience, check_on_train_epoch_end=False),
         LastCheckpoint(run_dir / "last.ckpt"),
     ]
     if cfg.progress_bar:
@@ -168,7 +194,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     saver = next(c for c in callbacks if isinstance(c, BestModelSaver))
     stopper = next(c for c in callbacks if isinstance(c, EarlyStopping))
     summary = {
-        "variant": cfg.variant, "backbone": cfg.backbone, "best_val_dice": saver.best,
+        "variant": cfg.variant, "backbone": cfg.backbone, "monitor": cfg.monitor,
+        f"best_val_{cfg.monitor}": saver.best,
         "best_epoch": saver.best_epoch, "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
         "stopped_early": bool(stopper.stopped_epoch), "wall_seconds_this_process": round(time.time() - t0, 1),
         "interrupted": trainer.interrupted,
