@@ -66,7 +66,7 @@ def held_out_ids(splits_json: Path, data: Path, split: str) -> list[str] | None:
 def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *, points: int | None = None,
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
-             save_maps: Path | None = None) -> dict:
+             save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None) -> dict:
     """Score ``model`` on whole images; returns {"sac": score dict, "unet": score dict (if asked), settings}.
 
     ``unet_only``: score only the prompt UNet and skip the SAM image encoder (it is replaced by zeros, which the
@@ -84,7 +84,7 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
     items = [p for p in list_pairs(data, split) if ids is None or p[0] in set(ids)]
     items = items[:limit]
-    cfg = InferenceConfig(n_points=points, select=select, seed=seed).validate()
+    cfg = InferenceConfig(n_points=points, select=select, seed=seed, scale=scale, overlap=overlap).validate()
     loaded = load_model(model)
     seg = loaded.segmenter(cfg)
     if seg.encoder is not None and os.environ.get("SAC_EMB_CACHE", "1") != "0":
@@ -139,13 +139,15 @@ def main() -> None:
     ap.add_argument("--unet-only", action="store_true", help="score only the prompt UNet (skips the SAM encoder)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--save-maps", type=Path, default=None, help="folder for each image's stitched maps (.npz)")
+    ap.add_argument("--scale", type=float, default=1.0, help="as sac segment --scale")
+    ap.add_argument("--overlap", type=int, default=None, help="as sac segment --overlap (model pixels)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ids = held_out_ids(args.ids_from, args.data, args.split) if args.ids_from else None
     t0 = time.time()
     res = evaluate(args.model, args.data, args.split, ids, points=args.points, expert=args.expert,
                    select=args.select, unet=args.unet, limit=args.limit, unet_only=args.unet_only,
-                   save_maps=args.save_maps)
+                   save_maps=args.save_maps, scale=args.scale, overlap=args.overlap)
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["command"] = "python benchmarks/evaluate_full.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)

@@ -1,5 +1,6 @@
 """Paper Tables 1 (MoNuSeg) and 2 (DSB): UNet alone, SAM zero-shot 1-expert, SAM-FT 1-expert, SAC 0-expert,
-and beyond the paper SAC with the UNet map as SAM's mask prompt (``RUNS/goal-mp``, the bundled default if better).
+and beyond the paper SAC with the UNet map as SAM's mask prompt (``RUNS/goal-mp``) and with a distance head on
+the UNet for instance splitting (``RUNS/goal-dh``, the bundled default).
 
 Whole-image F1 / IoU / Dice (per-image means; pooled Dice, AJI and PQ too) on the MoNuSeg hold-out and DSB val,
 with the models trained by ``benchmarks/train_models.sh``. Writes ``benchmarks/results/table1_2.json``.
@@ -19,6 +20,9 @@ def main() -> None:
     table = Table("table1_2", "python benchmarks/table1_2.py " + " ".join(sys.argv[1:]))
     for s in args.sets:
         # Rows not measured elsewhere first (SAC's own rows are also in goal_*.json / unet_alone_*.json).
+        if (args.runs / "goal-dh").is_dir():  # + distance head (stage 4): the bundled default
+            run_eval(args, table, f"{s}: SAC + mask prompt + distance head 0-expert", "goal-dh", s,
+                     unet_key=f"{s}: SAC + mask prompt + distance head: its UNet alone")
         if (args.runs / "goal-mp").is_dir():
             run_eval(args, table, f"{s}: SAC + mask prompt 0-expert", "goal-mp", s,
                      unet_key=f"{s}: SAC + mask prompt: its UNet alone")

@@ -122,7 +122,8 @@ def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("nuclei") / "toy", n_train=4, n_val=2, size=160)
 
 
-def test_freeze_sam_distance_head_run_trains_only_the_unet_and_segments(dataset, tmp_path):
+def test_freeze_sam_distance_head_run_trains_only_the_unet_and_segments(dataset, tmp_path, monkeypatch):
+    from sac.inference.config import InferenceConfig
     from sac.inference.segmenter import Segmenter
 
     first, run = tmp_path / "first", tmp_path / "dh"
@@ -138,13 +139,24 @@ def test_freeze_sam_distance_head_run_trains_only_the_unet_and_segments(dataset,
         assert float(r["train_mask_loss"]) == 0  # no SAM forward in training steps
     before, after = load_model_file(first / "best"), load_model_file(run / "best")
     assert after.cfg.unet.distance_head and after.model_info["extra"]["training"].get("val/aji") is not None
+    # the saved model holds everything the first one held (its decoder and LoRA, unchanged), plus the new UNet
+    assert set(after.trained_state_dict()) == set(before.trained_state_dict())
     b, a = before.state_dict(), after.state_dict()
     changed = {k for k in b if k in a and a[k].shape == b[k].shape and not torch.equal(a[k], b[k])}
     assert changed and all(k.startswith("prompt_generator.") for k in changed)
     image = (np.random.default_rng(0).random((150, 170, 3)) * 255).astype(np.uint8)
+    import sac.inference.segmenter as segmenter_module
+
+    seen = []
+    real = segmenter_module.make_instances
+    monkeypatch.setattr(segmenter_module, "make_instances",
+                        lambda *a, **kw: seen.append(kw.get("distance")) or real(*a, **kw))
     result = Segmenter(after).segment(image)
     assert result.distance.shape == (150, 170) and 0 <= result.distance.min() <= result.distance.max() <= 1
-    assert Segmenter(before).segment(image).distance is None
+    assert seen[-1] is not None and np.array_equal(seen[-1], result.distance)  # the watershed follows it
+    Segmenter(after, InferenceConfig(use_distance=False)).segment(image)
+    assert seen[-1] is None
+    assert Segmenter(before).segment(image).distance is None and seen[-1] is None
 
 
 def test_freeze_sam_and_monitor_errors(dataset, tmp_path, capsys):

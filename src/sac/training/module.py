@@ -46,7 +46,8 @@ def sac_config(cfg: TrainConfig) -> SACConfig:
         prompts=PromptConfig(enabled=cfg.variant in ("sac", "unet"), n_points=cfg.n_points, select=cfg.select,
                              mask_prompt=cfg.mask_prompt and cfg.variant == "sac"),
         unet=UNetConfig(distance_head=cfg.distance_head and cfg.variant in ("sac", "unet")),
-        train_decoder=cfg.variant != "unet" and not cfg.freeze_sam,
+        # freeze_sam keeps train_decoder: the decoder of the --init-from model is part of the saved model
+        train_decoder=cfg.variant != "unet",
     )
 
 
