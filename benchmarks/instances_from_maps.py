@@ -50,7 +50,7 @@ def methods(distance: np.ndarray | None = None):
     return out
 
 
-DISTANCE_HS = (0.05, 0.1, 0.2, 0.3)
+DISTANCE_HS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 
 def main() -> None:
