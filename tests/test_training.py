@@ -240,3 +240,26 @@ def test_config_validation_names_the_value():
         with pytest.raises(SACError, match=msg):
             cfg.validate()
     json.dumps(__import__("sac.training.config", fromlist=["to_dict"]).to_dict(TrainConfig()))
+
+
+def test_vary_points_draws_no_points_and_log_uniform_counts():
+    module = _module("sac", vary_points=True, n_points=64)
+    draws = [module._draw_points() for _ in range(800)]
+    assert 150 < draws.count(0) < 250  # p = 1/4
+    nonzero = [d for d in draws if d]
+    assert min(nonzero) == 1 and 48 <= max(nonzero) <= 64
+    # log-uniform: about half of the non-zero counts are <= sqrt(64) = 8
+    assert 0.4 < np.mean([d <= 8 for d in nonzero]) < 0.6
+    assert _module("sac", n_points=64)._draw_points() is None  # off: the configured count
+
+
+def test_select_prompts_n_points_override():
+    module = _module("sac", n_points=4)
+    batch = _batch()
+    logits = module.model.prompt_logits(batch["image"])
+    _, none = module.model.select_prompts(logits, batch_size=2, n_points=0)
+    assert (none == -1).all()  # no automatic point: SAM's "not a point" padding only
+    _, labels = module.model.select_prompts(logits, batch_size=2, n_points=1)
+    assert ((labels >= 0).sum(1) <= 2).all()  # at most 1 positive + 1 negative per image
+    loss = module.training_step({**batch, "image": batch["image"]}, 0)  # a step with drawn counts runs
+    assert torch.isfinite(loss)

@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
                    help="LoRA only in the last N attention layers (CPU option; default: all, as in the paper)")
     g.add_argument("--points", type=int, default=None, dest="n_points", help="auto points per class (default 16)")
     g.add_argument("--select", default=None, choices=("centroid", "random"))
+    g.add_argument("--vary-points", action="store_true",
+                   help="sac: each step uses 0 points (p=1/4) or a log-uniform count in 1..--points, so the model "
+                        "also works with few or no points")
     g.add_argument("--mask-prompt", action="store_true",
                    help="sac: also give SAM the UNet's logits as its dense mask prompt (beyond the paper)")
     g.add_argument("--distance-head", action="store_true",
@@ -106,6 +109,7 @@ def build_config(args):
     cfg.mask_prompt = bool(args.mask_prompt)
     cfg.distance_head = bool(args.distance_head)
     cfg.freeze_sam = bool(args.freeze_sam)
+    cfg.vary_points = bool(args.vary_points)
     cfg.progress_bar = not args.no_progress
     return cfg
 

@@ -7,6 +7,8 @@ with :func:`sac.backbones.build_sac`; this module only assembles given sub-modul
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -182,11 +184,13 @@ class SAC(nn.Module):
         expert_labels: torch.Tensor | np.ndarray | None = None,
         rng: np.random.Generator | None = None,
         batch_size: int | None = None,
+        n_points: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Automatic points from ``sigmoid(prompt_logits)`` (detached: no gradient reaches coordinates) merged with
         expert points ``[B,M,2]``/``[B,M]`` -> ``coords float32 [B,N,2]``, ``labels int64 [B,N]`` (N >= 1, -1 pad).
 
-        ``prompt_logits`` None (or ``cfg.prompts.enabled`` False) = expert points only.
+        ``prompt_logits`` None (or ``cfg.prompts.enabled`` False) = expert points only. ``n_points`` overrides
+        ``cfg.prompts.n_points`` for this call (0 = no automatic points).
         """
         device = self.pixel_mean.device
         prob = None
@@ -196,7 +200,8 @@ class SAC(nn.Module):
         el = expert_labels.detach().cpu().numpy() if torch.is_tensor(expert_labels) else expert_labels
         if prob is None and ec is None and batch_size is None and prompt_logits is not None:
             batch_size = len(prompt_logits)
-        coords, labels = select_batch(prob, self.cfg.prompts, ec, el, rng or self.prompt_rng, batch_size)
+        cfg = self.cfg.prompts if n_points is None else dataclasses.replace(self.cfg.prompts, n_points=n_points)
+        coords, labels = select_batch(prob, cfg, ec, el, rng or self.prompt_rng, batch_size)
         return torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
 
     def decode(

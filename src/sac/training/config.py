@@ -47,6 +47,9 @@ class TrainConfig:
     lora_last_n_layers: int | None = None  # None = every attention layer (paper)
     n_points: int = 16
     select: str = "centroid"
+    # sac: each training step draws its points per class instead of always n_points: 0 with probability 1/4, else
+    # round(n_points ** u), u ~ U(0, 1) (log-uniform in 1..n_points), so the model also works with few or no points.
+    vary_points: bool = False
     mask_prompt: bool = False  # sac: UNet logits also go to SAM as its dense mask prompt (beyond the paper)
     init_from: str | None = None  # a model folder (or a unet-variant run) to start from
     # UNet second channel: per-nucleus normalised distance to the border (beyond the paper; splits touching

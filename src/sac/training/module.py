@@ -175,7 +175,8 @@ class SACLitModule(L.LightningModule):
             else:  # sac
                 emb = self._embed(images, keys)
                 prompt_logits, dist_logits = self.model.prompt_maps(images)
-                coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images))
+                coords, labels = self.model.select_prompts(prompt_logits, batch_size=len(images),
+                                                           n_points=self._draw_points())
             mask_logits, iou = self.model.decode(emb, coords, labels, prompt_logits)
             losses = self.loss(SACOutput(mask_logits, prompt_logits, coords, labels, iou), target)
         if dist_logits is not None:
@@ -188,6 +189,14 @@ class SACLitModule(L.LightningModule):
             self.log(f"train/{k}", val.detach(), on_step=True, on_epoch=True, prog_bar=k == "loss",
                      batch_size=len(images))
         return losses["loss"]
+
+    def _draw_points(self) -> int | None:
+        """Points per class of this training step: None (= the configured count) unless ``cfg.vary_points``."""
+        if not self.cfg.vary_points:
+            return None
+        if self.rng.random() < 0.25:
+            return 0
+        return int(round(self.cfg.n_points ** self.rng.random()))
 
     @torch.no_grad()
     def predict_crops(self, images: torch.Tensor, keys: list | None = None
