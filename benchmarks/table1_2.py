@@ -1,6 +1,6 @@
 """Paper Tables 1 (MoNuSeg) and 2 (DSB): UNet alone, SAM zero-shot 1-expert, SAM-FT 1-expert, SAC 0-expert,
 and beyond the paper SAC with the UNet map as SAM's mask prompt (``RUNS/goal-mp``) and with a distance head on
-the UNet for instance splitting (``RUNS/goal-dh``, the bundled default).
+the UNet for instance splitting (``RUNS/goal-dh``), then trained with varied point counts (``RUNS/goal-vp``).
 
 Whole-image F1 / IoU / Dice (per-image means; pooled Dice, AJI and PQ too) on the MoNuSeg hold-out and DSB val,
 with the models trained by ``benchmarks/train_models.sh``. Writes ``benchmarks/results/table1_2.json``.
@@ -20,7 +20,10 @@ def main() -> None:
     table = Table("table1_2", "python benchmarks/table1_2.py " + " ".join(sys.argv[1:]))
     for s in args.sets:
         # Rows not measured elsewhere first (SAC's own rows are also in goal_*.json / unet_alone_*.json).
-        if (args.runs / "goal-dh").is_dir():  # + distance head (stage 4): the bundled default
+        if (args.runs / "goal-vp").is_dir():  # + varied point counts, all parts trained (stage 5)
+            run_eval(args, table, f"{s}: SAC + mask prompt + distance head, varied points 0-expert", "goal-vp", s,
+                     unet_key=f"{s}: SAC + mask prompt + distance head, varied points: its UNet alone")
+        if (args.runs / "goal-dh").is_dir():  # + distance head (stage 4)
             run_eval(args, table, f"{s}: SAC + mask prompt + distance head 0-expert", "goal-dh", s,
                      unet_key=f"{s}: SAC + mask prompt + distance head: its UNet alone")
         if (args.runs / "goal-mp").is_dir():

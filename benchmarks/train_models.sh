@@ -3,7 +3,8 @@
 #   runs/goal-unet  UNet alone (= stage 1 of the default model, the "UNet alone" baseline)   35 min
 #   runs/goal       SAC (stage 2, initialised with the stage-1 UNet)                           65 min
 #   runs/goal-mp    SAC + the UNet map as SAM's mask prompt, from runs/goal/best (beyond the paper) 31 min
-#   runs/goal-dh    + a distance head on the UNet, UNet only, from runs/goal-mp/best (the default) 25 min
+#   runs/goal-dh    + a distance head on the UNet, UNet only, from runs/goal-mp/best             25 min
+#   runs/goal-vp    + varied point counts, everything trained, from runs/goal-dh/best (the default) 25 min
 #   runs/sam-ft     SAM-FT: mask decoder only, cached embeddings, expert-style GT prompts       35 min
 # Each command resumes its run if the folder already holds one (safe to rerun after a kill).
 set -euo pipefail
@@ -24,6 +25,10 @@ resume() { [ -f "$1/last.ckpt" ] && echo --resume || true; }
   --distance-head --freeze-sam --monitor aji "${COMMON[@]}" --out runs/goal-dh $(resume runs/goal-dh) \
   --crops-per-epoch 512 --batch-size 8 --lora-layers 4 --points 64 --lr-prompt 2e-4 --val-crops 4 --val-max-images 30 \
   --max-time 25 --epochs 100 --patience 10
+[ -f runs/goal-vp/summary.json ] || $SAC train --variant sac --init-from runs/goal-dh/best --mask-prompt \
+  --distance-head --vary-points --monitor aji "${COMMON[@]}" --out runs/goal-vp $(resume runs/goal-vp) --crop-pool \
+  --crops-per-epoch 384 --batch-size 4 --lora-layers 4 --points 64 --lr 2e-4 --lr-prompt 2e-4 --val-crops 4 \
+  --val-max-images 30 --max-time 25 --epochs 100 --patience 10
 [ -f runs/sam-ft/summary.json ] || $SAC train --variant sam-ft "${COMMON[@]}" --out runs/sam-ft $(resume runs/sam-ft) \
   --crop-pool --crops-per-epoch 384 --batch-size 4 --lr 4e-4 --val-crops 4 --val-max-images 30 --max-time 35 \
   --epochs 100 --patience 10
