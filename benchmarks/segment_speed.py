@@ -41,6 +41,7 @@ CONFIGS = [
     ("scale0.5_overlap8", {"scale": 0.5, "overlap": 8}),
     ("scale0.5_overlap8_plain_encoder", {"scale": 0.5, "overlap": 8, "fast_encoder": False}),
     ("scale0.5_overlap8_batch4", {"scale": 0.5, "overlap": 8, "batch": 4}),
+    ("scale1_points0", {"n_points": 0}),  # no automatic points (models trained with --vary-points)
     ("scale0.25", {"scale": 0.25}),
 ]
 DEFAULT_CONFIGS = "scale1_default,scale0.5_overlap8,scale0.5_overlap8_plain_encoder,scale0.25"
