@@ -13,12 +13,16 @@ unet           UNet                       -- (no SAM forward at all)      BCE + 
 
 FocalDice = 20 * Focal + Dice (SAM's ratio); IoU = MSE of the decoder's IoU head vs the mask's real IoU (SAM's
 recipe; :class:`sac.models.losses.SACLoss`). "Expert" clicks: k ~ U{0..3} nuclei (positive) + k background points.
+Switches beyond the paper: ``distance_head`` adds BCE of the UNet's distance channel against
+:func:`sac.data.targets.distance_target`; ``freeze_sam`` (sac) trains the UNet only, with the ``unet`` step;
+``vary_points`` (sac) draws each step's number of points.
 
 Validation (deterministic): the fixed grid crops of :class:`~sac.training.datamodule.GridCropDataset`;
 prompts come from the UNet exactly as at inference (0 expert points). Per image, TP/FP/FN are summed over its
 crops (padding excluded); ``val/dice`` and ``val/iou`` are means over images within each validation source,
 then averaged over sources (so 6 MoNuSeg images weigh as much as 67 DSB images); ``val/f1`` is the pixel F1
-pooled over all validation pixels. ``val/prompt_dice`` is the same Dice for the UNet's own mask.
+pooled over all validation pixels. ``val/prompt_dice`` is the same Dice for the UNet's own mask. ``val/aji``: AJI
+of each crop's watershed instances (:func:`crop_aji`), averaged crops -> image -> source like ``val/dice``.
 """
 
 from __future__ import annotations
