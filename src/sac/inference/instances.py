@@ -15,7 +15,7 @@ between those two values on the same validation maps.
 
 Given a distance head's map (``distance``: each nucleus's learned distance to its own border, normalised to 1 at
 its centre; ``sac train --distance-head``), the watershed runs on that map instead: it has a valley wherever two
-nuclei touch, including where the mask shows no neck at all. Measured on the default model's validation maps
+nuclei touch, including where the mask shows no neck at all. Measured on the stage-4 model's validation maps
 (``benchmarks/results/instances_from_maps_dh.json``), against the probability-weighted watershed on the very same
 SAC map: AJI 0.583 -> 0.595 (MoNuSeg hold-out), 0.727 -> 0.731 (DSB val).
 """

@@ -245,15 +245,15 @@ class Segmenter:
         prompts_all = np.concatenate(used) if used else np.zeros((0, 3), np.float32)
         if points is not None:
             positives = points[points[:, 2] == 1, :2]
-        distance = maps[2] if self.has_distance and self.cfg.use_distance else None
+        distance = maps[2] if self.has_distance else None
         labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob,
-                                distance=distance)
+                                distance=distance if self.cfg.use_distance else None)
         return SegmentationResult(
             mask=labels > 0,
             labels=labels,
             prob=prob,
             prompt_prob=maps[1] if self.has_unet else None,
-            distance=maps[2] if self.has_distance else None,
+            distance=distance,
             prompts=prompts_all.reshape(-1, 3),
             image=source.full(),
             seconds=time.perf_counter() - start,

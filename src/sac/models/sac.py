@@ -7,10 +7,8 @@ with :func:`sac.backbones.build_sac`; this module only assembles given sub-modul
 
 from __future__ import annotations
 
-import dataclasses
-
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -200,7 +198,7 @@ class SAC(nn.Module):
         el = expert_labels.detach().cpu().numpy() if torch.is_tensor(expert_labels) else expert_labels
         if prob is None and ec is None and batch_size is None and prompt_logits is not None:
             batch_size = len(prompt_logits)
-        cfg = self.cfg.prompts if n_points is None else dataclasses.replace(self.cfg.prompts, n_points=n_points)
+        cfg = self.cfg.prompts if n_points is None else replace(self.cfg.prompts, n_points=n_points)
         coords, labels = select_batch(prob, cfg, ec, el, rng or self.prompt_rng, batch_size)
         return torch.from_numpy(coords).to(device), torch.from_numpy(labels).to(device)
 

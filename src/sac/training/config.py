@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet")
-MONITORS = ("dice", "aji")
 """``sac``: LoRA(Q,V) + mask decoder + UNet prompt generator (the paper's method).
 ``sam-ft``: mask decoder only (no LoRA), prompts = 0-3 expert-style points from the ground truth.
 ``lora-noprompt``: LoRA + decoder, no automatic prompts (SAM's "no prompt" embedding).
 ``unet``: the prompt generator alone (BCE + Dice): the "UNet alone" baseline and the warm-up stage of ``sac``."""
+MONITORS = ("dice", "aji")  # validation scores --monitor can select on (val/dice, val/aji)
 
 
 @dataclass
