@@ -66,7 +66,8 @@ def held_out_ids(splits_json: Path, data: Path, split: str) -> list[str] | None:
 def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *, points: int | None = None,
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
-             save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None) -> dict:
+             save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None,
+             tta: bool = False, split_h: float | None = None) -> dict:
     """Score ``model`` on whole images; returns {"sac": score dict, "unet": score dict (if asked), settings}.
 
     ``unet_only``: score only the prompt UNet and skip the SAM image encoder (it is replaced by zeros, which the
@@ -84,7 +85,8 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
     items = [p for p in list_pairs(data, split) if ids is None or p[0] in set(ids)]
     items = items[:limit]
-    cfg = InferenceConfig(n_points=points, select=select, seed=seed, scale=scale, overlap=overlap).validate()
+    cfg = InferenceConfig(n_points=points, select=select, seed=seed, scale=scale, overlap=overlap, tta=tta,
+                          split_h=split_h).validate()
     loaded = load_model(model)
     seg = loaded.segmenter(cfg)
     if seg.encoder is not None and os.environ.get("SAC_EMB_CACHE", "1") != "0":
@@ -103,8 +105,11 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
         sac_pairs.append((pid, true, res.labels))
         if unet and res.prompt_prob is not None:
             mask = res.prompt_prob > cfg.threshold
+            # The UNet's own distance head splits its instances when it has one (as sac segment would).
+            dist = res.distance if cfg.use_distance else None
             unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area,
-                                                         prob=res.prompt_prob)))
+                                                         prob=res.prompt_prob, distance=dist,
+                                                         h=None if dist is None else cfg.split_h)))
             if not unet_only:
                 fused = (res.prob + res.prompt_prob) / 2
                 fused_pairs.append((pid, true, make_instances(fused > cfg.threshold, cfg.instances,
@@ -141,17 +146,20 @@ def main() -> None:
     ap.add_argument("--save-maps", type=Path, default=None, help="folder for each image's stitched maps (.npz)")
     ap.add_argument("--scale", type=float, default=1.0, help="as sac segment --scale")
     ap.add_argument("--overlap", type=int, default=None, help="as sac segment --overlap (model pixels)")
+    ap.add_argument("--tta", action="store_true", help="as sac segment --tta")
+    ap.add_argument("--split-h", type=float, default=None, help="as sac segment --split-h")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ids = held_out_ids(args.ids_from, args.data, args.split) if args.ids_from else None
     t0 = time.time()
     res = evaluate(args.model, args.data, args.split, ids, points=args.points, expert=args.expert,
                    select=args.select, unet=args.unet, limit=args.limit, unet_only=args.unet_only,
-                   save_maps=args.save_maps, scale=args.scale, overlap=args.overlap)
+                   save_maps=args.save_maps, scale=args.scale, overlap=args.overlap, tta=args.tta,
+                   split_h=args.split_h)
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["command"] = "python benchmarks/evaluate_full.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)
-    ) + (" --unet" if args.unet else "") + (" --unet-only" if args.unet_only else "")
+    ) + "".join(f" --{k.replace('_', '-')}" for k in ("unet", "unet_only", "tta") if getattr(args, k))
     res["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
     atomic_write_text(args.out, json.dumps(res, indent=2, default=float) + "\n")
     for name in ("sac", "unet", "fused"):

@@ -86,6 +86,9 @@ def run_eval(args, table: Table, key: str, model: str, set_name: str, *, unet_ke
                    progress=False, save_maps=maps, **kw)
     common = {"model": model, "set": set_name, "settings": res["settings"],
               "seconds_per_image": res["seconds_per_image"], "wall_seconds": round(time.time() - t0, 1)}
+    if kw.get("unet_only"):  # a UNet-alone model: the prompt generator's own instances are the row
+        table.put(key, {**{k: res["unet"][k] for k in KEYS}, **common, "note": "prompt UNet alone"})
+        return
     table.put(key, {**{k: res["sac"][k] for k in KEYS}, **common})
     if unet_key is not None and "unet" in res:
         table.put(unet_key, {**{k: res["unet"][k] for k in KEYS}, **common, "note": "prompt UNet alone"})

@@ -28,13 +28,18 @@ def add_arguments(parser):
     m.add_argument("--tile", type=int, default=None, help="tile size in pixels")
     m.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels")
     m.add_argument("--scale", type=float, default=None, help="resize factor applied before segmenting")
+    m.add_argument("--split-h", type=float, default=None, metavar="H",
+                   help="watershed marker height on a distance head's map (default 0.15; lower splits more)")
+    m.add_argument("--tta", action="store_true", default=None,
+                   help="average the prompt UNet's maps over 4 flips of each tile (default: off)")
     m.add_argument("--seed", type=int, default=None, help="random seed (random selection, expert points)")
     m.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="compute device")
     m.add_argument("--sam-checkpoint", metavar="PATH", default=None, help="SAM weights for vit_* backbones")
     m.add_argument("--limit", type=int, default=None, metavar="K", help="score only the first K images")
 
 
-_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "seed", "device", "sam_checkpoint", "limit")
+_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "split_h", "tta", "seed", "device",
+               "sam_checkpoint", "limit")
 
 
 def run(args) -> int:
@@ -72,7 +77,7 @@ def run(args) -> int:
             args.model, Path(args.data), args.split, points=args.points, expert=args.expert or 0,
             select=args.select, tile=args.tile, overlap=args.overlap, scale=args.scale,
             seed=args.seed if args.seed is not None else 0, device=args.device or "cpu",
-            sam_checkpoint=args.sam_checkpoint, limit=args.limit,
+            sam_checkpoint=args.sam_checkpoint, limit=args.limit, split_h=args.split_h, tta=bool(args.tta),
         )
         result["model"] = str(args.model)
     result.update({"data": str(args.data), "split": args.split})

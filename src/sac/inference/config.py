@@ -30,6 +30,12 @@ class InferenceConfig:
     ``components`` (connected components of the mask) or ``none`` (semantic mask only, labels = components).
     ``use_distance``: with a model that has a distance head, the watershed follows its map (False: the mask's
     distance transform weighted by the probability, as for models without one).
+    ``split_h``: marker height of the watershed on a distance head's map (fraction of a nucleus's peak distance);
+    lower splits more. ``None`` = ``sac.inference.instances.DISTANCE_H`` (0.15); on the validation sets 0.1 suited
+    dense H&E (MoNuSeg) best and 0.2 DSB's larger nuclei (docs/segment.md).
+    ``tta``: average the prompt UNet's maps (nucleus logits, distance) over the 4 mirror images of each tile
+    (identity, left-right, up-down, both) before prompts are selected: flip test-time augmentation. The UNet is
+    cheap next to the SAM encoder, which still runs once per tile.
     ``min_area``: objects smaller than this (original-image pixels) are dropped from the instances.
     ``threshold``: probability above which a pixel is nucleus.
     ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
@@ -43,6 +49,8 @@ class InferenceConfig:
     select: str | None = None
     instances: str = "watershed"
     use_distance: bool = True
+    split_h: float | None = None
+    tta: bool = False
     min_area: int = 10
     threshold: float = 0.5
     batch: int = 1
@@ -64,6 +72,8 @@ class InferenceConfig:
             raise SACError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}")
         if self.instances not in INSTANCE_CHOICES:
             raise SACError(f"instances must be one of {', '.join(INSTANCE_CHOICES)}, got {self.instances!r}")
+        if self.split_h is not None and not (0 < self.split_h < 1):
+            raise SACError(f"--split-h must be in (0, 1), got {self.split_h}")
         if not (0 < self.threshold < 1):
             raise SACError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.batch < 1:

@@ -37,6 +37,8 @@ def evaluate_model(
     sam_checkpoint: str | None = None,
     limit: int | None = None,
     instances: str = "watershed",
+    split_h: float | None = None,
+    tta: bool = False,
     progress: bool = True,
 ) -> dict:
     """Segment and score ``<data>/<split>`` with ``model`` ('default', 'sam', a model or run folder).
@@ -58,7 +60,7 @@ def evaluate_model(
     if limit is not None and limit < 1:
         raise SACError(f"--limit must be >= 1, got {limit}")
     cfg = InferenceConfig(tile=tile, overlap=overlap, scale=1.0 if scale is None else scale, n_points=points,
-                          select=select, instances=instances, seed=seed).validate()
+                          select=select, instances=instances, split_h=split_h, tta=tta, seed=seed).validate()
     items = list_pairs(data, split)[:limit]
     loaded = load_model(model, device=device, sam_checkpoint=sam_checkpoint)
     segmenter = loaded.segmenter(cfg)

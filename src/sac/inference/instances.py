@@ -137,6 +137,7 @@ def make_instances(
     points: np.ndarray | None = None,
     prob: np.ndarray | None = None,
     distance: np.ndarray | None = None,
+    h: float | None = None,
     block: int = BLOCK,
     halo: int = HALO,
     blockwise_above: int = BLOCKWISE_ABOVE,
@@ -144,7 +145,8 @@ def make_instances(
     """Dispatch on ``InferenceConfig.instances``: ``watershed`` | ``components`` | ``none`` (= components).
 
     ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N; ``prob float [H, W]`` (optional) weights the watershed,
-    ``distance float [H, W]`` (optional, a distance head's map) replaces its distance transform. Masks with more than ``blockwise_above`` pixels go
+    ``distance float [H, W]`` (optional, a distance head's map) replaces its distance transform; ``h`` is the
+    watershed's marker height (None: :func:`watershed_instances`' default). Masks with more than ``blockwise_above`` pixels go
     through :func:`sac.inference.blockwise.blockwise_watershed` (``block`` px cores + ``halo`` px) or, for
     components, an in-place renumbering; both give the same partition as the single pass (ids may be ordered
     differently for the watershed).
@@ -155,8 +157,8 @@ def make_instances(
             from sac.inference.blockwise import blockwise_watershed
 
             return blockwise_watershed(mask, min_area=min_area, points=points, prob=prob, distance=distance,
-                                       block=block, halo=halo)
-        return watershed_instances(mask, min_area=min_area, points=points, prob=prob, distance=distance)
+                                       block=block, halo=halo, h=h)
+        return watershed_instances(mask, min_area=min_area, points=points, prob=prob, distance=distance, h=h)
     if large:
         return _components_inplace(mask, min_area)
     return components(mask, min_area=min_area)

@@ -29,6 +29,9 @@ from sac.inference.reader import ArraySource
 from sac.inference.tiling import Stitcher, Tile, make_tiles, weight_window
 from sac.models.prompts import select_batch
 
+# Flip test-time augmentation (InferenceConfig.tta): dims of [b, c, S, S] flipped; () = the tile itself.
+TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
+
 
 @dataclass
 class SegmentationResult:
@@ -165,13 +168,28 @@ class Segmenter:
         xy = np.stack([(x[inside] - tile.x0 + 0.5) * f - 0.5, (y[inside] - tile.y0 + 0.5) * f - 0.5], axis=1)
         return xy.astype(np.float32), points[inside, 2].astype(np.int64)
 
+    def _prompt_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """UNet logits ``[b, 1, S, S]`` (and distance logits or None), averaged over the 4 mirror images of
+        ``batch`` with ``cfg.tta``: each flip is undone on the output before averaging, so the result is exactly
+        equivariant under those flips."""
+        if not self.cfg.tta:
+            return self.model.prompt_maps(batch)
+        sums: list[torch.Tensor | None] = [None, None]
+        for dims in TTA_FLIPS:
+            outs = self.model.prompt_maps(batch.flip(dims) if dims else batch)
+            for k, out in enumerate(outs):
+                if out is not None:
+                    out = out.flip(dims) if dims else out
+                    sums[k] = out if sums[k] is None else sums[k] + out
+        return sums[0] / len(TTA_FLIPS), (None if sums[1] is None else sums[1] / len(TTA_FLIPS))
+
     @torch.inference_mode()
     def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list]:
         """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
         the distance head's map if any) or None, prompts."""
         model = self.model
         batch = batch.to(self.device)
-        logits, dist_logits = model.prompt_maps(batch) if self.has_unet else (None, None)
+        logits, dist_logits = self._prompt_maps(batch) if self.has_unet else (None, None)
         prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if logits is not None else None
         unet_maps = None if prob is None else prob[:, None]
         if dist_logits is not None:
@@ -246,8 +264,9 @@ class Segmenter:
         if points is not None:
             positives = points[points[:, 2] == 1, :2]
         distance = maps[2] if self.has_distance else None
+        split_map = distance if self.cfg.use_distance else None  # split_h is in this map's units: no map, no h
         labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob,
-                                distance=distance if self.cfg.use_distance else None)
+                                distance=split_map, h=None if split_map is None else self.cfg.split_h)
         return SegmentationResult(
             mask=labels > 0,
             labels=labels,

@@ -231,4 +231,6 @@ class LastCheckpoint(L.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        trainer.save_checkpoint(self.path)  # every rank calls it (barrier); only rank 0 writes
+        # Every rank calls it (barrier); only rank 0 writes. weights_only=False = the full state a resume needs
+        # (optimizer, loops, callbacks), said explicitly so Lightning does not log a default on every epoch.
+        trainer.save_checkpoint(self.path, weights_only=False)
