@@ -6,6 +6,9 @@
 #   runs/goal-dh    + a distance head on the UNet, UNet only, from runs/goal-mp/best             25 min
 #   runs/goal-vp    + varied point counts, everything trained, from runs/goal-dh/best (the default) 25 min
 #   runs/sam-ft     SAM-FT: mask decoder only, cached embeddings, expert-style GT prompts       35 min
+# The two-stage <= 2 h recipe with the same ingredients (docs/training.md), only with WITH_FAST=1 (+116 min):
+#   runs/fast-unet  UNet + distance head alone, best epoch by crop-val AJI                      45 min
+#   runs/fast       SAC + mask prompt + varied points, from runs/fast-unet                      70 min
 # Each command resumes its run if the folder already holds one (safe to rerun after a kill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +35,11 @@ resume() { [ -f "$1/last.ckpt" ] && echo --resume || true; }
 [ -f runs/sam-ft/summary.json ] || $SAC train --variant sam-ft "${COMMON[@]}" --out runs/sam-ft $(resume runs/sam-ft) \
   --crop-pool --crops-per-epoch 384 --batch-size 4 --lr 4e-4 --val-crops 4 --val-max-images 30 --max-time 35 \
   --epochs 100 --patience 10
+[ "${WITH_FAST:-0}" = 1 ] || exit 0
+[ -f runs/fast-unet/summary.json ] || $SAC train --variant unet --distance-head --monitor aji "${COMMON[@]}" \
+  --out runs/fast-unet $(resume runs/fast-unet) --crops-per-epoch 512 --batch-size 8 --max-time 45 --epochs 1000 \
+  --patience 10
+[ -f runs/fast/summary.json ] || $SAC train --variant sac --init-from runs/fast-unet --mask-prompt --distance-head \
+  --vary-points --monitor aji "${COMMON[@]}" --out runs/fast $(resume runs/fast) --crop-pool --crops-per-epoch 384 \
+  --batch-size 4 --lora-layers 4 --points 64 --lr 4e-4 --lr-prompt 2e-4 --val-crops 4 --val-max-images 30 \
+  --max-time 70 --epochs 100 --patience 10
