@@ -80,7 +80,6 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
     from sac.inference.api import load_model
     from sac.inference.config import InferenceConfig
     from sac.inference.experts import simulate_expert
-    from sac.inference.instances import make_instances
 
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
     items = [p for p in list_pairs(data, split) if ids is None or p[0] in set(ids)]
@@ -106,14 +105,10 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
         if unet and res.prompt_prob is not None:
             mask = res.prompt_prob > cfg.threshold
             # The UNet's own distance head splits its instances when it has one (as sac segment would).
-            dist = res.distance if cfg.use_distance else None
-            unet_pairs.append((pid, true, make_instances(mask, cfg.instances, min_area=cfg.min_area,
-                                                         prob=res.prompt_prob, distance=dist,
-                                                         h=None if dist is None else cfg.split_h)))
+            unet_pairs.append((pid, true, seg.instances(mask, res.prompt_prob, res.distance)))
             if not unet_only:
                 fused = (res.prob + res.prompt_prob) / 2
-                fused_pairs.append((pid, true, make_instances(fused > cfg.threshold, cfg.instances,
-                                                              min_area=cfg.min_area, prob=fused)))
+                fused_pairs.append((pid, true, seg.instances(fused > cfg.threshold, fused)))
         if save_maps is not None:
             save_maps.mkdir(parents=True, exist_ok=True)
             maps = {"prob": res.prob.astype(np.float16)}

@@ -29,7 +29,8 @@ from sac.inference.reader import ArraySource
 from sac.inference.tiling import Stitcher, Tile, make_tiles, weight_window
 from sac.models.prompts import select_batch
 
-# Flip test-time augmentation (InferenceConfig.tta): dims of [b, c, S, S] flipped; () = the tile itself.
+# Flip test-time augmentation (InferenceConfig.tta): dims of [b, c, S, S] flipped; () = the tile itself
+# (flip(()) is the identity).
 TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
@@ -174,14 +175,14 @@ class Segmenter:
         equivariant under those flips."""
         if not self.cfg.tta:
             return self.model.prompt_maps(batch)
-        sums: list[torch.Tensor | None] = [None, None]
-        for dims in TTA_FLIPS:
-            outs = self.model.prompt_maps(batch.flip(dims) if dims else batch)
-            for k, out in enumerate(outs):
-                if out is not None:
-                    out = out.flip(dims) if dims else out
-                    sums[k] = out if sums[k] is None else sums[k] + out
-        return sums[0] / len(TTA_FLIPS), (None if sums[1] is None else sums[1] / len(TTA_FLIPS))
+        outs = [self.model.prompt_maps(batch.flip(dims)) for dims in TTA_FLIPS]
+
+        def mean(k: int) -> torch.Tensor | None:
+            if outs[0][k] is None:
+                return None
+            return torch.stack([o[k].flip(dims) for o, dims in zip(outs, TTA_FLIPS, strict=True)]).mean(0)
+
+        return mean(0), mean(1)
 
     @torch.inference_mode()
     def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list]:
@@ -214,6 +215,15 @@ class Segmenter:
             return maps
         t = F.interpolate(torch.from_numpy(maps)[None], size=(size, size), mode="bilinear", align_corners=False)
         return t[0].numpy()
+
+    def instances(self, mask: np.ndarray, prob: np.ndarray, distance: np.ndarray | None = None,
+                  points: np.ndarray | None = None) -> np.ndarray:
+        """Nuclei of ``mask bool [H, W]`` with this config's method: the watershed weighted by ``prob`` and, with
+        ``cfg.use_distance``, following ``distance`` (a distance head's map, marker height ``cfg.split_h``);
+        ``points float [N, 2]`` are extra seeds. -> ``int32 [H, W]`` ids."""
+        split_map = distance if self.cfg.use_distance else None  # split_h is in this map's units: no map, no h
+        return make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=points, prob=prob,
+                              distance=split_map, h=None if split_map is None else self.cfg.split_h)
 
     # ------------------------------------------------------------------ whole image
     def segment(
@@ -264,9 +274,7 @@ class Segmenter:
         if points is not None:
             positives = points[points[:, 2] == 1, :2]
         distance = maps[2] if self.has_distance else None
-        split_map = distance if self.cfg.use_distance else None  # split_h is in this map's units: no map, no h
-        labels = make_instances(mask, self.cfg.instances, min_area=self.cfg.min_area, points=positives, prob=prob,
-                                distance=split_map, h=None if split_map is None else self.cfg.split_h)
+        labels = self.instances(mask, prob, distance, points=positives)
         return SegmentationResult(
             mask=labels > 0,
             labels=labels,
