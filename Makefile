@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sac segment "$$($(BIN)/python -c 'import skimage.data, os; print(os.path.join(os.path.dirname(skimage.data.__file__), "ihc.png"))')" --out demo_out
 
-# The whole suite, slow and data tests included (data tests skip with a reason without ../shared/data).
-test: $(STAMP)
+# Style and layering checks (ruff, import-linter), then the whole suite, slow and data tests included (data tests
+# skip with a reason without ../shared/data; browser tests without a Chromium).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

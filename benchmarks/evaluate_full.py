@@ -29,7 +29,6 @@ import numpy as np
 
 from sac.atomic import atomic_write_text
 
-
 # Image embeddings per (encoder, input tile): prompt settings (points, experts, selection) and models that share a
 # frozen encoder (zero-shot SAM, SAM-FT) reuse them across the rows of a table in one process. The encoder is
 # deterministic, so a hit returns exactly what a fresh forward would (kept in float32 for that reason).

@@ -115,7 +115,6 @@ def main() -> None:
         from sac.inference.api import load_model
         from sac.inference.config import InferenceConfig
         from sac.inference.reader import open_image
-
         from sac.inference.segmenter import Segmenter
 
         module = load_model(a.model).module

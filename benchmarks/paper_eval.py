@@ -30,7 +30,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--sets", nargs="+", default=["monuseg", "dsb"], choices=["monuseg", "dsb"])
     ap.add_argument("--limit", type=int, default=None, help="first K images per set (quick checks)")
     ap.add_argument("--models", nargs="+", default=None,
-                    help="run only the rows of these models (goal, goal-mp, goal-dh, goal-unet, sam-ft, sam); default all")
+                    help="run only the rows of these models (goal, goal-mp, goal-dh, goal-unet, sam-ft, sam); "
+                         "default all")
     ap.add_argument("--save-maps", type=Path, default=None,
                     help="keep each row's stitched probability maps in SAVE_MAPS/<row>/<id>.npz")
     return ap

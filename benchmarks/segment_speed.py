@@ -56,9 +56,8 @@ def child_segment(model: str, image: str, overrides: dict, repeats: int) -> dict
     from sac.inference.api import load_model
     from sac.inference.config import InferenceConfig
     from sac.inference.files import segment_file
-    from sac.inference.writers import FORMATS
-
     from sac.inference.segmenter import Segmenter
+    from sac.inference.writers import FORMATS
 
     fast = overrides.pop("fast_encoder", True)
     loaded = load_model(model)
@@ -125,7 +124,7 @@ def big_tiff_run(model: str, image: str, side: int, scale: float, tmp: Path) -> 
     from sac.data.io import read_image
 
     tile = read_image(image)
-    reps = -(-side // tile.shape[0]), -(-side // tile.shape[1])
+    -(-side // tile.shape[0]), -(-side // tile.shape[1])
     big = tmp / f"big_{side}.tif"
     with tifffile.TiffWriter(big, bigtiff=True) as tw:  # written band by band: never the whole image in RAM
         def bands():
@@ -231,7 +230,8 @@ def main() -> None:
             r["cpu_fraction_of_vit_b"] = round(r["cpu_seconds_per_image"] / vit["cpu_seconds"], 3)
             r["load_average_after"] = round(os.getloadavg()[0], 2)
             results["segment"][name] = r
-            print(f"  {r['seconds_per_image']:.1f} s/image ({r['cpu_seconds_per_image']:.1f} CPU s), {r['tiles']} tiles,"
+            print(f"  {r['seconds_per_image']:.1f} s/image ({r['cpu_seconds_per_image']:.1f} CPU s), "
+                  f"{r['tiles']} tiles,"
                   f" peak {r['peak_rss_mb']:.0f} MB, {r['fraction_of_vit_b']:.2f} x ViT-B wall, "
                   f"{r['cpu_fraction_of_vit_b']:.2f} x CPU", file=sys.stderr)
     out = Path(a.out)

@@ -2,7 +2,8 @@
 
 Table 3 (MoNuSeg hold-out): SAM zero-shot {0p0e, 0p3e}; SAM-FT {0p0e, 0p1e, 0p3e}; SAC ("LoRA" rows)
 {0p0e, 0p1e, 1p0e, 1p1e, 3p3e}; beyond the paper, the same grid for the later stages of the default model
-(``RUNS/goal-mp``, ``goal-dh``, ``goal-vp``) when they exist. Table 4 (MoNuSeg and DSB): SAM-FT 0-point with 0, 1, 3 experts.
+(``RUNS/goal-mp``, ``goal-dh``, ``goal-vp``) when they exist.
+Table 4 (MoNuSeg and DSB): SAM-FT 0-point with 0, 1, 3 experts.
 "p" = automatic points per class from the UNet, "e" = simulated expert points (m positive + m negative, see
 ``sac.inference.experts.simulate_expert``). SAM-FT has no prompt generator, so its "k-point" rows of the paper
 have no counterpart here. Writes ``benchmarks/results/table3_4.json``.

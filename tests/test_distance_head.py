@@ -17,7 +17,6 @@ from sac.inference.instances import make_instances, watershed_instances
 from sac.modelfile import load_model_file
 from sac.models.config import SACConfig, UNetConfig
 from sac.training.run import load_init_weights, replicate_channels
-
 from test_inference_blockwise import assert_same_nuclei, touching_disks
 from test_training import make_dataset
 

@@ -134,9 +134,8 @@ def test_inference_encoder_matches_model_encode():
     """LoRA merged + BN folded copy == SAC.encode (tiny ViT with non-zero LoRA), and the model is untouched."""
     from sac.backbones import build_sac
     from sac.inference.encoder import inference_encoder
-    from sac.models.lora import LoRAQKV
-
     from sac.models.config import PromptConfig
+    from sac.models.lora import LoRAQKV
 
     torch.manual_seed(0)
     model = build_sac(SACConfig(backbone="vit_tiny", prompts=PromptConfig(enabled=False)), pretrained=False)

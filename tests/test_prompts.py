@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 
 from sac.models.config import PromptConfig
 from sac.models.prompts import merge_expert_points, pad_points, select_batch, select_points

@@ -8,8 +8,8 @@ import torch
 
 from sac.backbones import build_sac
 from sac.models.config import LoraConfig, PromptConfig, SACConfig
-from sac.models.losses import SACLoss, build_loss
 from sac.models.lora import LoRAQKV
+from sac.models.losses import SACLoss, build_loss
 
 
 def _tiny(**kw) -> torch.nn.Module:

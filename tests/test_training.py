@@ -150,7 +150,7 @@ def test_expert_points_are_inside_nuclei_or_far_from_them():
     assert coords.shape == (4, 6, 2) and plabels.shape == (4, 6)
     n_pos = n_neg = 0
     for i in range(4):
-        for (x, y), lab in zip(coords[i], plabels[i]):
+        for (x, y), lab in zip(coords[i], plabels[i], strict=False):
             if lab == 1:
                 n_pos += 1
                 assert labels[i, int(y), int(x)] > 0

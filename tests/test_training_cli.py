@@ -15,7 +15,6 @@ import torch
 
 from sac.cli import main
 from sac.modelfile import load_model_file
-
 from test_training import make_dataset
 
 FAST = ["--backbone", "vit_tiny", "--batch-size", "2", "--crops-per-epoch", "4", "--val-crops", "1",

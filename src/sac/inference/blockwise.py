@@ -86,9 +86,11 @@ def blockwise_watershed(
     """Watershed instances of ``mask bool [H, W]`` computed block by block -> ``int32 [H, W]`` ids 1..N.
 
     Same foreground and nuclei as :func:`~sac.inference.instances.watershed_instances` (borders between touching
-    nuclei up to flood ties, see the module docstring; ids in block order, not the single pass's order) except for components larger than ``max_crop`` pixels of bounding box (+ margin),
+    nuclei up to flood ties, see the module docstring; ids in block order, not the single pass's order)
+    except for components larger than ``max_crop`` pixels of bounding box (+ margin),
     which stay one object each. ``points float [N, 2]`` (x, y) are extra seeds; ``prob float [H, W]`` weights the
-    watershed and ``distance float [H, W]`` replaces its distance map (both sliced with each window); ``watershed_kw`` (``h``,
+    watershed and ``distance float [H, W]`` replaces its distance map (both sliced with each window);
+    ``watershed_kw`` (``h``,
     ``sigma``) go to the watershed. ``halo`` must be > ``MARGIN``; nuclei up to ``halo - MARGIN`` px beyond a
     core are handled by their block, larger components by their own crop.
     """

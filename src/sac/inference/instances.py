@@ -146,7 +146,8 @@ def make_instances(
 
     ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N; ``prob float [H, W]`` (optional) weights the watershed,
     ``distance float [H, W]`` (optional, a distance head's map) replaces its distance transform; ``h`` is the
-    watershed's marker height (None: :func:`watershed_instances`' default). Masks with more than ``blockwise_above`` pixels go
+    watershed's marker height (None: :func:`watershed_instances`' default).
+    Masks with more than ``blockwise_above`` pixels go
     through :func:`sac.inference.blockwise.blockwise_watershed` (``block`` px cores + ``halo`` px) or, for
     components, an in-place renumbering; both give the same partition as the single pass (ids may be ordered
     differently for the watershed).

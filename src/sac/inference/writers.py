@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sac.atomic import atomic_path, atomic_write_text
+
 FORMATS = ("mask", "labels", "overlay", "csv", "geojson")
 SUFFIX = {
     "mask": "_mask.png",

@@ -31,7 +31,6 @@ from sac.errors import SACError
 from sac.training.config import DataSource, TrainConfig
 
 
-
 @dataclass
 class Sample:
     """One decoded validation image: ``image`` uint8 [H,W,3], ``labels`` int32 [H,W]."""

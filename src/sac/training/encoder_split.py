@@ -27,7 +27,8 @@ Unit = Callable[[torch.Tensor], torch.Tensor]
 def _units(model: nn.Module) -> list[tuple[nn.Module | None, Unit]] | None:
     enc = model.image_encoder
     if model.layout == "tinyvit" and hasattr(enc, "layers") and hasattr(enc, "neck"):
-        units: list[tuple[nn.Module | None, Unit]] = [(enc.patch_embed, enc.patch_embed), (enc.layers[0], enc.layers[0])]
+        units: list[tuple[nn.Module | None, Unit]] = [
+            (enc.patch_embed, enc.patch_embed), (enc.layers[0], enc.layers[0])]
         for layer in enc.layers[1:]:
             units += [(b, b) for b in layer.blocks]
             if layer.downsample is not None:

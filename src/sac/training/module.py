@@ -237,7 +237,7 @@ class SACLitModule(L.LightningModule):
             tp = (pred & target & valid).flatten(1).sum(1)
             fp = (pred & ~target & valid).flatten(1).sum(1)
             fn = (~pred & target & valid).flatten(1).sum(1)
-            for key, a, b, c in zip(batch["key"], tp.tolist(), fp.tolist(), fn.tolist()):
+            for key, a, b, c in zip(batch["key"], tp.tolist(), fp.tolist(), fn.tolist(), strict=False):
                 self._val[name][key] += (a, b, c)
 
     def _gather_val(self) -> dict:
