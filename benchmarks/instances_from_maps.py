@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 
 def methods(distance: np.ndarray | None = None):
     """Instance methods on a probability map ``p``; with a distance head's map, the distance-guided ones too."""
-    from sac.inference.instances import components, watershed_instances
+    from sac.postprocess.instances import components, watershed_instances
 
     out = {
         "components": lambda p: components(p > 0.5, min_area=10),

@@ -97,7 +97,7 @@ def main() -> None:
 
     from sac.data.io import read_labels
     from sac.evaluation.report import score
-    from sac.inference.instances import components, watershed_instances
+    from sac.postprocess.instances import components, watershed_instances
 
     torch.set_num_threads(2)
     ids, source = pick_ids(a.model, a.ids)

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from sac.backbones import build_sac
 from sac.cli import main
 from sac.data.targets import distance_target
-from sac.inference.instances import make_instances, watershed_instances
+from sac.postprocess.instances import make_instances, watershed_instances
 from sac.modelfile import load_model_file
 from sac.models.config import SACConfig, UNetConfig
 from sac.training.run import load_init_weights, replicate_channels

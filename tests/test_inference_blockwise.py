@@ -1,4 +1,4 @@
-"""Blockwise instance labelling of large masks (sac.inference.blockwise) against the single-pass watershed."""
+"""Blockwise instance labelling of large masks (sac.postprocess.blockwise) against the single-pass watershed."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from skimage.segmentation import find_boundaries
 
-from sac.inference.blockwise import MARGIN, blockwise_watershed
-from sac.inference.instances import components, make_instances, watershed_instances
+from sac.postprocess.blockwise import MARGIN, blockwise_watershed
+from sac.postprocess.instances import components, make_instances, watershed_instances
 from sac.inference.writers import CONTOUR_RGB, draw_overlay
 
 

@@ -59,7 +59,7 @@ def test_split_h_reaches_the_watershed_only_with_a_distance_map(model, monkeypat
 
 def test_lower_split_h_never_gives_fewer_nuclei():
     from sac.data.targets import distance_target
-    from sac.inference.instances import make_instances
+    from sac.postprocess.instances import make_instances
     from test_inference_blockwise import touching_disks
 
     mask = touching_disks(200, 200, 60, 6, 10, seed=0)

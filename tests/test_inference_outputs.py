@@ -13,7 +13,7 @@ from skimage.draw import disk
 
 from sac.errors import SACError
 from sac.inference.experts import check_points, parse_expert_points, points_for, simulate_expert
-from sac.inference.instances import components, watershed_instances
+from sac.postprocess.instances import components, watershed_instances
 from sac.inference.measure import nuclei_table
 from sac.inference.writers import (
     NEGATIVE_RGB,

@@ -31,7 +31,7 @@ class InferenceConfig:
     ``use_distance``: with a model that has a distance head, the watershed follows its map (False: the mask's
     distance transform weighted by the probability, as for models without one).
     ``split_h``: marker height of the watershed on a distance head's map (fraction of a nucleus's peak distance);
-    lower splits more. ``None`` = ``sac.inference.instances.DISTANCE_H`` (0.15); on the validation sets 0.1 suited
+    lower splits more. ``None`` = ``sac.postprocess.instances.DISTANCE_H`` (0.15); on the validation sets 0.1 suited
     dense H&E (MoNuSeg) best and 0.2 DSB's larger nuclei (docs/segment.md).
     ``tta``: average the prompt UNet's maps (nucleus logits, distance) over the 4 mirror images of each tile
     (identity, left-right, up-down, both) before prompts are selected: flip test-time augmentation. The UNet is

@@ -8,7 +8,7 @@ measured are what users get. Per tile (``S x S`` model input, see :mod:`sac.infe
 2. the image encoder (+LoRA) embeds the tile once; the mask decoder turns embedding + points into mask logits;
 3. the SAC mask probability and the UNet probability are blended into full-size maps.
 
-The stitched SAC probability is thresholded and split into nuclei by :mod:`sac.inference.instances`.
+The stitched SAC probability is thresholded and split into nuclei by :mod:`sac.postprocess.instances`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sac.inference.config import InferenceConfig
-from sac.inference.instances import make_instances
+from sac.postprocess.instances import make_instances
 from sac.inference.reader import ArraySource
 from sac.inference.tiling import Stitcher, Tile, make_tiles, weight_window
 from sac.models.prompts import select_batch

@@ -300,7 +300,7 @@ def crop_aji(logits: torch.Tensor, dist_logits: torch.Tensor | None, labels: tor
     guided by the distance head when there is one) against the crop's ground-truth ``labels int [B,S,S]``;
     ``valid bool [B,1,S,S]`` masks padding. ``logits [B,1,S,S]`` -> B floats."""
     from sac.evaluation.instance import aji, overlaps
-    from sac.inference.instances import watershed_instances
+    from sac.postprocess.instances import watershed_instances
 
     prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     dist = None if dist_logits is None else torch.sigmoid(dist_logits.float())[:, 0].cpu().numpy()

@@ -1,6 +1,6 @@
 """Seeded-watershed instances of a large mask in blocks, with bounded memory and the single-pass result.
 
-The single-pass :func:`~sac.inference.instances.watershed_instances` keeps float64/int64 working arrays of the
+The single-pass :func:`~sac.postprocess.watershed.watershed_instances` keeps float64/int64 working arrays of the
 whole image (distance map, h-maxima reconstruction, watershed queue): ~80 bytes per pixel, 8 GB for a
 10,000 x 10,000 mask. Here the mask is cut into ``block x block`` cores; each core is processed inside a window
 that adds ``halo`` pixels on every side, so working memory is ``~80 * (block + 2 * halo)^2`` bytes (~0.4 GB at the
@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from sac.postprocess.watershed import watershed_instances
 
 MARGIN = 16  # px around a component that must be inside the window: Gaussian radius 4 + distance reach ~5, doubled
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -85,7 +87,7 @@ def blockwise_watershed(
 ) -> np.ndarray:
     """Watershed instances of ``mask bool [H, W]`` computed block by block -> ``int32 [H, W]`` ids 1..N.
 
-    Same foreground and nuclei as :func:`~sac.inference.instances.watershed_instances` (borders between touching
+    Same foreground and nuclei as :func:`~sac.postprocess.watershed.watershed_instances` (borders between touching
     nuclei up to flood ties, see the module docstring; ids in block order, not the single pass's order)
     except for components larger than ``max_crop`` pixels of bounding box (+ margin),
     which stay one object each. ``points float [N, 2]`` (x, y) are extra seeds; ``prob float [H, W]`` weights the
@@ -94,8 +96,6 @@ def blockwise_watershed(
     ``sigma``) go to the watershed. ``halo`` must be > ``MARGIN``; nuclei up to ``halo - MARGIN`` px beyond a
     core are handled by their block, larger components by their own crop.
     """
-    from sac.inference.instances import watershed_instances
-
     if halo <= MARGIN:
         raise ValueError(f"halo must be > {MARGIN} px, got {halo}")
     mask = np.asarray(mask, dtype=bool)
