@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from sac.backbones import build_sac
 from sac.cli import main
 from sac.data.targets import distance_target
-from sac.postprocess.instances import make_instances, watershed_instances
 from sac.modelfile import load_model_file
 from sac.models.config import SACConfig, UNetConfig
+from sac.postprocess.instances import make_instances, watershed_instances
 from sac.training.run import load_init_weights, replicate_channels
 from test_inference_blockwise import assert_same_nuclei, touching_disks
 from test_training import make_dataset

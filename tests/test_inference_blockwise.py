@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from skimage.segmentation import find_boundaries
 
+from sac.inference.writers import CONTOUR_RGB, draw_overlay
 from sac.postprocess.blockwise import MARGIN, blockwise_watershed
 from sac.postprocess.instances import components, make_instances, watershed_instances
-from sac.inference.writers import CONTOUR_RGB, draw_overlay
 
 
 def touching_disks(height: int, width: int, n: int, rmin: float, rmax: float, seed: int) -> np.ndarray:

@@ -13,7 +13,6 @@ from skimage.draw import disk
 
 from sac.errors import SACError
 from sac.inference.experts import check_points, parse_expert_points, points_for, simulate_expert
-from sac.postprocess.instances import components, watershed_instances
 from sac.inference.measure import nuclei_table
 from sac.inference.writers import (
     NEGATIVE_RGB,
@@ -26,6 +25,7 @@ from sac.inference.writers import (
     write_mask,
     write_table,
 )
+from sac.postprocess.instances import components, watershed_instances
 
 
 def _touching_disks() -> np.ndarray:

@@ -6,7 +6,7 @@ Heavy modules (torch, MONAI, segment-anything) are imported lazily so that ``imp
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sac._version import __version__
 
 __all__ = ["__version__", "load_model"]
 

@@ -30,7 +30,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sac import __version__
+    from sac._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="sac",

@@ -38,7 +38,7 @@ def save_model(
     """
     from safetensors.torch import save
 
-    from sac import __version__
+    from sac._version import __version__
     from sac.models.config import to_dict
 
     folder = Path(path)

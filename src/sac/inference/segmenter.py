@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from sac.inference.config import InferenceConfig
-from sac.postprocess.instances import make_instances
 from sac.inference.reader import ArraySource
 from sac.inference.tiling import Stitcher, Tile, make_tiles, weight_window
 from sac.models.prompts import select_batch
+from sac.postprocess.instances import make_instances
 
 # Flip test-time augmentation (InferenceConfig.tta): dims of [b, c, S, S] flipped; () = the tile itself
 # (flip(()) is the identity).
