@@ -13,11 +13,12 @@ import torch
 
 from sac.backbones import build_sac
 from sac.errors import SACError
+from sac.evaluation.validation import summarise
 from sac.training.callbacks import AtomicCheckpointIO, replace_dir
 from sac.training.config import DataSource, TrainConfig
 from sac.training.datamodule import GridCropDataset, Sample, grid_positions, holdout, resolve_splits
 from sac.training.encoder_split import SplitEncoder
-from sac.training.module import SACLitModule, expert_points_from_labels, sac_config, summarise
+from sac.training.module import SACLitModule, expert_points_from_labels, sac_config
 
 
 def make_dataset(root: Path, n_train: int = 4, n_val: int = 2, size: int = 160, seed: int = 0) -> Path:

@@ -22,7 +22,8 @@ prompts come from the UNet exactly as at inference (0 expert points). Per image,
 crops (padding excluded); ``val/dice`` and ``val/iou`` are means over images within each validation source,
 then averaged over sources (so 6 MoNuSeg images weigh as much as 67 DSB images); ``val/f1`` is the pixel F1
 pooled over all validation pixels. ``val/prompt_dice`` is the same Dice for the UNet's own mask. ``val/aji``: AJI
-of each crop's watershed instances (:func:`crop_aji`), averaged crops -> image -> source like ``val/dice``.
+of each crop's watershed instances (:func:`crop_instances`, :func:`sac.evaluation.validation.crop_aji`), averaged
+crops -> image -> source like ``val/dice`` (:mod:`sac.evaluation.validation`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from sac.evaluation.validation import crop_aji, summarise, summarise_aji
 from sac.models.config import LoraConfig, PromptConfig, SACConfig, UNetConfig
 from sac.models.sac import SACOutput
+from sac.postprocess.instances import watershed_instances
 from sac.training.config import TrainConfig
 from sac.training.encoder_split import SplitEncoder
 
@@ -228,7 +231,9 @@ class SACLitModule(L.LightningModule):
         mask_logits, prompt_logits, dist_logits = self.predict_crops(batch["image"], keys)
         target, valid = batch["mask"] > 0.5, batch["valid"] > 0.5
         main = mask_logits if mask_logits is not None else prompt_logits
-        for key, aji in zip(batch["key"], crop_aji(main, dist_logits, batch["labels"], valid), strict=True):
+        ajis = crop_aji(batch["labels"].cpu().numpy(), crop_instances(main, dist_logits, valid),
+                        valid[:, 0].cpu().numpy())
+        for key, aji in zip(batch["key"], ajis, strict=True):
             self._val["aji"][key].append(aji)
         for name, logits in (("mask", mask_logits), ("prompt", prompt_logits)):
             if logits is None:
@@ -272,51 +277,13 @@ class SACLitModule(L.LightningModule):
             self.log("val/prompt_dice", scores["prompt"]["dice"])
 
 
-def summarise(counts: dict[str, np.ndarray]) -> dict:
-    """Per-image (tp, fp, fn) keyed ``"<source>/<id>"`` -> dice/iou (mean of per-source means of per-image
-    values), f1 (pooled pixels), per_source dice. An image with no nucleus and no prediction scores 1."""
-    per_src: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    tot = np.zeros(3)
-    for key, (tp, fp, fn) in counts.items():
-        tot += (tp, fp, fn)
-        denom = 2 * tp + fp + fn
-        dice = 1.0 if denom == 0 else 2 * tp / denom
-        iou = 1.0 if denom == 0 else tp / (tp + fp + fn)
-        per_src[key.split("/", 1)[0]].append((dice, iou))
-    src_dice = {s: float(np.mean([d for d, _ in v])) for s, v in per_src.items()}
-    src_iou = {s: float(np.mean([i for _, i in v])) for s, v in per_src.items()}
-    tp, fp, fn = tot
-    return {
-        "dice": float(np.mean(list(src_dice.values()))),
-        "iou": float(np.mean(list(src_iou.values()))),
-        "f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
-        "per_source": src_dice,
-    }
 
-
-def crop_aji(logits: torch.Tensor, dist_logits: torch.Tensor | None, labels: torch.Tensor, valid: torch.Tensor
-             ) -> list[float]:
-    """AJI of each validation crop: instances as ``sac segment`` makes them (watershed of the probability map,
-    guided by the distance head when there is one) against the crop's ground-truth ``labels int [B,S,S]``;
-    ``valid bool [B,1,S,S]`` masks padding. ``logits [B,1,S,S]`` -> B floats."""
-    from sac.evaluation.instance import aji, overlaps
-    from sac.postprocess.instances import watershed_instances
-
+def crop_instances(logits: torch.Tensor, dist_logits: torch.Tensor | None, valid: torch.Tensor) -> list[np.ndarray]:
+    """Instances of each validation crop as ``sac segment`` makes them: watershed of the probability map
+    (``logits [B,1,S,S]``), guided by the distance head when there is one (``dist_logits [B,1,S,S]`` or None),
+    padding (``valid bool [B,1,S,S]`` False) excluded -> B ``int32 [S,S]`` label maps."""
     prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     dist = None if dist_logits is None else torch.sigmoid(dist_logits.float())[:, 0].cpu().numpy()
-    ok, true = valid[:, 0].cpu().numpy(), labels.cpu().numpy()
-    out = []
-    for i in range(len(prob)):
-        pred = watershed_instances((prob[i] > 0.5) & ok[i], prob=prob[i],
-                                   distance=None if dist is None else dist[i])
-        out.append(aji(overlaps(np.where(ok[i], true[i], 0), pred)))
-    return out
-
-
-def summarise_aji(per_image: dict[str, list[float]]) -> float:
-    """Crop AJIs keyed ``"<source>/<id>"`` -> mean over sources of the mean over images of the mean over crops
-    (the weighting of :func:`summarise`)."""
-    per_src: dict[str, list[float]] = defaultdict(list)
-    for key, values in per_image.items():
-        per_src[key.split("/", 1)[0]].append(float(np.mean(values)))
-    return float(np.mean([np.mean(v) for v in per_src.values()]))
+    ok = valid[:, 0].cpu().numpy()
+    return [watershed_instances((prob[i] > 0.5) & ok[i], prob=prob[i], distance=None if dist is None else dist[i])
+            for i in range(len(prob))]
