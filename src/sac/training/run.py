@@ -120,6 +120,16 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overrides: tu
     return cfg, None
 
 
+def _portable(run_dir: Path) -> str:
+    """The run folder as saved models record it: relative to the working directory when inside it, else its name
+    (an absolute path would leak the training machine's layout into a shipped model)."""
+    path = Path(run_dir).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     """Run (or resume) training into ``run_dir``; returns the summary dict (also written to summary.json).
 
@@ -165,7 +175,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
 
     def save_best(folder: Path, info: dict) -> None:
         save_model(folder, model, mcfg, extra={"training": {"variant": cfg.variant, **info,
-                                                            "run": str(run_dir.resolve())}})
+                                                            "run": _portable(run_dir)}})
 
     callbacks = [
         MetricsLogger(run_dir, title=f"{cfg.variant} ({cfg.backbone})"),
