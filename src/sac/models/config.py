@@ -63,6 +63,9 @@ class SACConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     train_decoder: bool = True  # SAM mask decoder trainable (paper); prompt encoder is always frozen
+    # Microns per pixel of the training images (e.g. 0.25 for 40x H&E). Slides are read at the pyramid level and
+    # scale that match it (sac.inference.slide); None = unknown (old model files load with None).
+    mpp: float | None = None
 
 
 def to_dict(cfg: Any) -> dict:
