@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sac.training.config import MONITORS, VARIANTS
+
 HELP = "Fine-tune SAC (LoRA + mask decoder + prompt generator) on one or more datasets."
 
 EPILOG = """examples:
@@ -38,8 +40,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="scale augmentation range (default 0.8 1.25)")
     g = parser.add_argument_group("model")
-    g.add_argument("--variant", default=None, choices=("sac", "sam-ft", "lora-noprompt", "unet"),
-                   help="sac (paper), sam-ft (decoder only, GT expert points), lora-noprompt, unet (UNet alone)")
+    g.add_argument("--variant", default=None, choices=VARIANTS,
+                   help="sac (paper), sam-ft (decoder only, GT expert points), lora-noprompt, unet (UNet alone), "
+                        "interactive (the one-nucleus-from-clicks head on top of an --init-from model)")
     g.add_argument("--backbone", default=None, help="litemedsam (default) | vit_b | vit_l | vit_h")
     g.add_argument("--sam-checkpoint", default=None, help="official SAM .pth for vit_* backbones")
     g.add_argument("--lora-rank", type=int, default=None)
@@ -62,8 +65,11 @@ def add_arguments(parser) -> None:
     g.add_argument("--epochs", type=int, default=None, help="max epochs (default 30)")
     g.add_argument("--min-epochs", type=int, default=None)
     g.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs, default 10)")
-    g.add_argument("--monitor", default=None, choices=("dice", "aji"),
-                   help="validation score that picks best/ and drives early stopping (default dice)")
+    g.add_argument("--monitor", default=None, choices=MONITORS,
+                   help="validation score that picks best/ and drives early stopping (default dice; "
+                        "click_iou for --variant interactive)")
+    g.add_argument("--objects-per-crop", type=int, default=None,
+                   help="interactive: ground-truth nuclei prompted per training crop (default 4)")
     g.add_argument("--crops-per-epoch", type=int, default=None, help="random crops per epoch (default 64)")
     g.add_argument("--crop-pool", action="store_true",
                    help="CPU recipe: reuse the same crops every epoch and cache their frozen encoder prefix")
@@ -98,7 +104,7 @@ def build_config(args):
     for name in ("val_from_train", "val_seed", "val_crops_per_image", "val_max_images", "variant", "backbone",
                  "sam_checkpoint", "lora_rank", "lora_last_n_layers", "n_points", "select", "init_from", "epochs",
                  "min_epochs", "patience", "crops_per_epoch", "batch_size", "lr", "lr_prompt", "seed", "max_time",
-                 "max_steps", "warmup_minutes", "device", "devices", "num_threads", "monitor"):
+                 "max_steps", "warmup_minutes", "device", "devices", "num_threads", "monitor", "objects_per_crop"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)

@@ -66,6 +66,10 @@ class SACConfig:
     # Microns per pixel of the training images (e.g. 0.25 for 40x H&E). Slides are read at the pyramid level and
     # scale that match it (sac.inference.slide); None = unknown (old model files load with None).
     mpp: float | None = None
+    # Beyond the paper: a second SAM mask decoder (``SAC.object_decoder``, same architecture, initialised from the
+    # backbone's pretrained decoder) for "one nucleus from clicks" (``SAC.decode_object``). The automatic path
+    # (``mask_decoder``) is untouched by it. Old model files without this key load with False.
+    interactive: bool = False
 
 
 def to_dict(cfg: Any) -> dict:

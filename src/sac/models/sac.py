@@ -7,6 +7,7 @@ with :func:`sac.backbones.build_sac`; this module only assembles given sub-modul
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -20,7 +21,7 @@ from sac.models.lora import apply_lora, lora_parameters
 from sac.models.prompt_generator import PromptGenerator
 from sac.models.prompts import select_batch
 
-GROUPS = ("lora", "mask_decoder", "prompt_generator", "image_encoder", "prompt_encoder")
+GROUPS = ("lora", "mask_decoder", "object_decoder", "prompt_generator", "image_encoder", "prompt_encoder")
 
 
 @dataclass
@@ -43,8 +44,10 @@ class SAC(nn.Module):
     """Segment Any Cell. Images enter as ``float32 [B, 3, S, S]`` in ``[0, 1]``; normalisation is inside.
 
     Args:
-        cfg: the architecture config (LoRA, prompts, UNet).
+        cfg: the architecture config (LoRA, prompts, UNet, interactive head).
         image_encoder, prompt_encoder, mask_decoder: SAM sub-modules with backbone weights already loaded.
+            With ``cfg.interactive`` the ``object_decoder`` starts as a copy of ``mask_decoder`` as given here
+            (the backbone's pretrained decoder, before any trained weights are loaded).
         input_size: ``S``; pixel_mean / pixel_std: 3 floats in ``[0, 1]`` units; layout: ``"vit"``/``"tinyvit"``.
     """
 
@@ -73,6 +76,9 @@ class SAC(nn.Module):
             p.requires_grad_(False)
         for p in self.mask_decoder.parameters():
             p.requires_grad_(cfg.train_decoder)
+        # A second decoder rather than a mode token in the first: the automatic path stays bit-identical and
+        # the single-object task cannot pull the automatic decoder's weights (issue 11, "small second head").
+        self.object_decoder = copy.deepcopy(mask_decoder) if cfg.interactive else None
         if cfg.lora.enabled:
             apply_lora(self.image_encoder, cfg.lora, layout)
         self.prompt_generator = PromptGenerator(cfg.unet) if cfg.prompts.enabled else None
@@ -106,7 +112,8 @@ class SAC(nn.Module):
         return any(p.requires_grad for p in self.image_encoder.parameters())
 
     def named_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Parameters by group: lora, mask_decoder, prompt_generator, image_encoder (base), prompt_encoder."""
+        """Parameters by group: lora, mask_decoder, object_decoder (interactive head; empty without it),
+        prompt_generator, image_encoder (base), prompt_encoder."""
         lora_ids = {id(p) for p in lora_parameters(self.image_encoder)}
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
         for name, p in self.named_parameters():
@@ -133,10 +140,11 @@ class SAC(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors of what is trained (LoRA, mask decoder if ``cfg.train_decoder``, whole UNet incl. buffers),
-        keyed like ``self.state_dict()``: what a saved model file stores."""
+        """Tensors of what is trained (LoRA, mask decoder if ``cfg.train_decoder``, the object decoder when
+        ``cfg.interactive``, whole UNet incl. buffers), keyed like ``self.state_dict()``: what a saved model file
+        stores."""
         groups = self.named_groups()
-        keys = {n for n, _ in groups["lora"]}
+        keys = {n for n, _ in groups["lora"]} | {n for n, _ in groups["object_decoder"]}
         if self.cfg.train_decoder:
             keys |= {n for n, _ in groups["mask_decoder"]}
         state = self.state_dict()
@@ -235,6 +243,59 @@ class SAC(nn.Module):
             image_pe = self.prompt_encoder.get_dense_pe()
         src = emb.repeat_interleave(k, dim=0) if k > 1 else emb
         low_res, iou = _predict_masks(self.mask_decoder, src, image_pe, sparse, dense)
+        if low_res.shape[-1] != self.input_size:
+            low_res = F.interpolate(low_res, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
+        return low_res, iou
+
+    def decode_object(
+        self,
+        emb: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One object (nucleus) per prompt set, with the interactive head: ``emb [B,256,h,w]``, ``coords
+        float [B*K,N,2]`` (x, y in input pixels, ``0..S``), ``labels int [B*K,N]`` (1 positive, 0 negative, -1
+        padding) -> ``mask_logits float32 [B*K,1,S,S]``, ``iou float32 [B*K,1]``. Sets ``i*K .. i*K+K-1`` use image
+        ``i`` (as :meth:`decode`). ``coords``/``labels`` may be None (or N = 0) when ``boxes`` are given.
+
+        ``boxes float [B*K,4]`` (x0, y0, x1, y1 in input pixels) go through SAM's frozen prompt encoder;
+        ``mask_input float [B*K,1,S,S]`` logits (the previous round's mask logits when refining, or the UNet's
+        logits of the window on a first click) through its dense mask path: detached, clamped to +-20 and resized
+        to ``mask_input_size`` like :meth:`decode`'s mask prompt. Without an ``object_decoder`` (models saved
+        before ``cfg.interactive`` existed, or ``"sam"``) the automatic ``mask_decoder`` answers with the mask
+        input ignored: zero-shot SAM behaviour.
+        """
+        b = emb.shape[0]
+        if coords is not None and coords.shape[1] == 0:
+            coords = labels = None
+        n = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 0)
+        if n == 0 or n % max(b, 1):
+            raise ValueError(f"decode_object needs points and/or boxes for B*K prompt sets, B = {b}")
+        if coords is not None and (coords.ndim != 3 or labels is None or labels.shape != coords.shape[:2]):
+            got = f"coords {tuple(coords.shape)}, labels {None if labels is None else tuple(labels.shape)}"
+            raise ValueError(f"decode_object needs coords [B*K,N,2] and labels [B*K,N]; got {got}")
+        if boxes is not None and tuple(boxes.shape) != (n, 4):
+            raise ValueError(f"decode_object needs boxes [{n},4]; got {tuple(boxes.shape)}")
+        k = n // b
+        decoder = self.object_decoder if self.object_decoder is not None else self.mask_decoder
+        masks = None
+        if mask_input is not None and self.object_decoder is not None:
+            if mask_input.ndim != 4 or mask_input.shape[:2] != (n, 1):
+                raise ValueError(f"decode_object needs mask_input [{n},1,S,S]; got {tuple(mask_input.shape)}")
+            size = tuple(self.prompt_encoder.mask_input_size)
+            masks = mask_input.detach().float().clamp(-20.0, 20.0)
+            if tuple(masks.shape[-2:]) != size:
+                masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        points = None if coords is None else (coords.float(), labels)
+        with torch.no_grad():  # frozen prompt encoder, detached prompts: nothing to differentiate
+            sparse, dense = self.prompt_encoder(
+                points=points, boxes=None if boxes is None else boxes.float(), masks=masks
+            )
+            image_pe = self.prompt_encoder.get_dense_pe()
+        src = emb.repeat_interleave(k, dim=0) if k > 1 else emb
+        low_res, iou = _predict_masks(decoder, src, image_pe, sparse, dense)
         if low_res.shape[-1] != self.input_size:
             low_res = F.interpolate(low_res, size=(self.input_size,) * 2, mode="bilinear", align_corners=False)
         return low_res, iou

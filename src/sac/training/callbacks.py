@@ -27,7 +27,7 @@ from sac.atomic import atomic_path
 METRIC_COLUMNS = (
     "epoch", "step", "train_loss", "train_mask_loss", "train_prompt_loss", "val_dice", "val_iou", "val_f1",
     "val_prompt_dice", "train_iou_loss", "train_seconds", "val_seconds", "epoch_seconds", "elapsed_seconds", "lr",
-    "val_aji", "train_distance_loss",
+    "val_aji", "train_distance_loss", "val_click_iou",
 )
 
 
@@ -145,6 +145,7 @@ class MetricsLogger(L.Callback):
             "val_f1": _num(m.get("val/f1")),
             "val_prompt_dice": _num(m.get("val/prompt_dice")),
             "val_aji": _num(m.get("val/aji")),
+            "val_click_iou": _num(m.get("val/click_iou")),
             "train_distance_loss": mean.get("distance_loss"),
             "train_seconds": round(total - self._val_seconds, 2),
             "val_seconds": round(self._val_seconds, 2),

@@ -10,12 +10,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet")
+VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet", "interactive")
 """``sac``: LoRA(Q,V) + mask decoder + UNet prompt generator (the paper's method).
 ``sam-ft``: mask decoder only (no LoRA), prompts = 0-3 expert-style points from the ground truth.
 ``lora-noprompt``: LoRA + decoder, no automatic prompts (SAM's "no prompt" embedding).
-``unet``: the prompt generator alone (BCE + Dice): the "UNet alone" baseline and the warm-up stage of ``sac``."""
-MONITORS = ("dice", "aji")  # validation scores --monitor can select on (val/dice, val/aji)
+``unet``: the prompt generator alone (BCE + Dice): the "UNet alone" baseline and the warm-up stage of ``sac``.
+``interactive``: the single-nucleus head (``SAC.object_decoder``) alone, on top of an ``--init-from`` model whose
+other tensors stay frozen (:mod:`sac.training.interactive`); monitored on ``click_iou``."""
+MONITORS = ("dice", "aji", "click_iou")  # validation scores --monitor can select on (val/dice, val/aji, ...)
 
 
 @dataclass
@@ -59,6 +61,14 @@ class TrainConfig:
     # sac: train only the prompt generator (UNet and distance head); LoRA and decoder stay as initialised.
     # No SAM forward in training steps (points and mask prompt are detached, so it gives the UNet no gradient).
     freeze_sam: bool = False
+    # interactive: per training crop, this many ground-truth nuclei each get one prompt set (a click biased to the
+    # interior, with probability object_box_prob also a jittered box); with probability object_refine_prob the
+    # step adds a second, corrective round (SAM-style). Validation: object_val_per_crop nuclei per crop (seeded).
+    objects_per_crop: int = 4
+    object_box_prob: float = 0.25
+    object_refine_prob: float = 0.5
+    object_no_mask_prob: float = 0.15  # first rounds without the UNet logits as mask input (works without them)
+    object_val_per_crop: int = 3
     # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 30  # max epochs; the paper runs >= 30 with early stopping
     min_epochs: int = 0
@@ -111,6 +121,12 @@ class TrainConfig:
             raise SACError(f"bad scale range {self.scale_min}..{self.scale_max} (need 0 < min <= max)")
         if self.monitor not in MONITORS:
             raise SACError(f"unknown --monitor {self.monitor!r} (valid: {', '.join(MONITORS)})")
+        if (self.variant == "interactive") != (self.monitor == "click_iou"):
+            raise SACError("--variant interactive is monitored with --monitor click_iou (and only it)")
+        if self.variant == "interactive" and not self.init_from:
+            raise SACError("--variant interactive trains a head on top of a model: give --init-from MODEL")
+        if self.objects_per_crop < 1 or self.object_val_per_crop < 1:
+            raise SACError("--objects-per-crop and the validation objects per crop must be >= 1")
         if self.freeze_sam and self.variant != "sac":
             raise SACError("--freeze-sam applies to --variant sac only")
         if self.device not in ("cpu", "cuda", "auto"):

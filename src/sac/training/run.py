@@ -143,6 +143,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     from sac.models.config import to_dict as model_to_dict
     from sac.training.callbacks import AtomicCheckpointIO, BestModelSaver, LastCheckpoint, MetricsLogger
     from sac.training.datamodule import SACDataModule
+    from sac.training.interactive import InteractiveLitModule, interactive_config
     from sac.training.module import SACLitModule, sac_config
 
     cfg.validate()
@@ -157,11 +158,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
         cfg.init_from = str(run_dir / "warmup" / "best")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    mcfg = sac_config(cfg)
+    interactive = cfg.variant == "interactive"  # the object decoder alone, on top of the --init-from model
+    mcfg = interactive_config(cfg) if interactive else sac_config(cfg)
     spec = get_spec(cfg.backbone)
     model = build_sac(mcfg, sam_checkpoint=cfg.sam_checkpoint, pretrained=spec.weights != "none")
     n_init = load_init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else 0
-    module = SACLitModule(cfg, model)
+    module = InteractiveLitModule(cfg, model) if interactive else SACLitModule(cfg, model)
     dm = SACDataModule(cfg, spec.input_size)
     dm.setup("fit")
     rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
