@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from sac.backbones import build_sac
+from sac.data.dataset import CropDataset, grid_positions
 from sac.errors import SACError
 from sac.evaluation.validation import summarise
 from sac.training.callbacks import AtomicCheckpointIO, replace_dir
 from sac.training.config import DataSource, TrainConfig
-from sac.training.datamodule import GridCropDataset, Sample, grid_positions, holdout, resolve_splits
+from sac.training.datamodule import holdout, resolve_splits
 from sac.training.encoder_split import SplitEncoder
 from sac.training.module import SACLitModule, expert_points_from_labels, sac_config
 
@@ -174,17 +175,24 @@ def test_summarise_hand_computed():
     assert s["per_source"] == {"a": pytest.approx(d_a), "b": pytest.approx(d_b)}
 
 
-def test_grid_crops_are_fixed_and_padding_is_marked():
+def test_grid_crops_are_fixed_and_padding_is_marked(tmp_path):
+    import imageio.v3 as iio
+
     assert grid_positions(1000, 256, 2) == [0, 744]
     assert grid_positions(200, 256, 3) == [0]
     img = np.zeros((100, 300, 3), np.uint8)
-    lab = np.zeros((100, 300), np.int32)
+    lab = np.zeros((100, 300), np.uint16)
     lab[10:20, 10:20] = 1
-    ds = GridCropDataset([Sample("x", "src", img, lab)], size=128, per_image=4)
+    for sub, arr in (("images", img), ("labels", lab)):
+        (tmp_path / "src" / "val" / sub).mkdir(parents=True)
+        iio.imwrite(tmp_path / "src" / "val" / sub / "x.png", arr)
+    ds = CropDataset(sources=[(tmp_path / "src", "val", ["x"])], crop_size=128, augment=False, grid=True,
+                     per_image=4)
     assert len(ds) == 2  # one row (100 <= 128) x two columns
     item = ds[0]
     assert item["valid"][0, :100].all() and not item["valid"][0, 100:].any()
-    assert item["mask"].sum() == 100 and item["key"] == "src/x"
+    assert item["mask"].sum() == 100 and item["key"] == "src/x" and item["index"] == 0
+    assert ds[1]["index"] == 1 and torch.equal(ds[1]["image"], ds[1]["image"])  # fixed: no randomness
 
 
 def test_holdout_is_seeded_and_recorded(tmp_path):

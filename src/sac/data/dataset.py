@@ -10,10 +10,15 @@ Item (``S = crop_size``; torch tensors, so the default DataLoader collate stacks
 
     {"image": float32 [3, S, S] in [0, 1], "mask": float32 [1, S, S] in {0, 1} (= labels > 0),
      "labels": int32 [S, S] instance ids (0 = background), "id": str (image id)}
+
+Grid items (``grid=True``: the validation crops of ``sac train``) also carry ``"valid"`` float32 [1, S, S]
+(1 on image pixels, 0 on padding, so padding never counts in a metric), ``"key"`` ``"<source folder>/<id>"``
+(the unit validation scores are averaged by) and ``"index"`` (the item's position: a stable cache key).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +52,26 @@ class Sample:
     gray: bool
 
 
-def load_samples(sources: Sequence[tuple[str | Path, str]], ids: Iterable[str] | None = None,
+def load_samples(sources: Sequence[tuple], ids: Iterable[str] | None = None,
                  exclude_ids: Iterable[str] | None = None) -> list[Sample]:
     """Decode all (image, labels) pairs of the given ``(root, split)`` sources, optionally filtered.
 
-    Raises SACError for a malformed split, an image/label size mismatch, an id in ``ids`` that is in no
-    source, or a filter that leaves nothing.
+    A source may be ``(root, split, source_ids)``: only those ids of that source (e.g. the images a run
+    validates on), on top of the global ``ids`` / ``exclude_ids`` filters.
+    Raises SACError for a malformed split, an image/label size mismatch, an id in ``ids`` or ``source_ids``
+    that is not there, or a filter that leaves nothing.
     """
     keep = None if ids is None else set(ids)
     drop = set(exclude_ids or ())
     samples, seen = [], set()
-    for k, (root, split) in enumerate(sources):
-        for pid, img_path, lab_path in list_pairs(root, split):
+    for k, (root, split, *own) in enumerate(sources):
+        own_ids = None if not own or own[0] is None else set(own[0])
+        pairs = list_pairs(root, split)
+        if own_ids is not None and own_ids - {p[0] for p in pairs}:
+            raise SACError(f"ids not found in {root}/{split}: {', '.join(sorted(own_ids - {p[0] for p in pairs})[:5])}")
+        for pid, img_path, lab_path in pairs:
             seen.add(pid)
-            if (keep is not None and pid not in keep) or pid in drop:
+            if (keep is not None and pid not in keep) or pid in drop or (own_ids is not None and pid not in own_ids):
                 continue
             image, labels = read_image(img_path), read_labels(lab_path)
             if image.shape[:2] != labels.shape:
@@ -90,8 +101,11 @@ class CropDataset(Dataset):
         ids / exclude_ids: keep only / drop these image ids (e.g. hold out MoNuSeg images for validation).
         sampling: how ``length`` items choose images: ``image`` uniform over images, ``area`` in
             proportion to pixel count, ``source`` uniform over sources then uniform within the source.
-        grid: deterministic validation tiling: crops at a regular grid covering each image completely
-            (last row/column aligned to the border), no randomness; not combinable with ``length``.
+        grid: deterministic validation tiling, no randomness; not combinable with ``length``. Without
+            ``per_image``: crops at a regular grid covering each image completely (last row/column aligned to
+            the border). With ``per_image=k``: a g x g grid (g = ceil(sqrt(k))) of evenly spaced crops
+            (:func:`grid_positions`), the first k kept -- cheap validation (k = 4: the corners of a 1000 px
+            image). Images smaller than S are zero-padded at the bottom/right.
         augment_config: strengths (defaults: :class:`~sac.data.augment.AugmentConfig`).
     """
 
@@ -99,7 +113,7 @@ class CropDataset(Dataset):
                  augment: bool = True, length: int | None = None, seed: int = 0, *,
                  sources: Sequence[tuple[str | Path, str]] | None = None, ids: Iterable[str] | None = None,
                  exclude_ids: Iterable[str] | None = None, sampling: str = "image", grid: bool = False,
-                 augment_config: AugmentConfig | None = None):
+                 per_image: int | None = None, augment_config: AugmentConfig | None = None):
         if sources is None:
             if root is None or split is None:
                 raise SACError("CropDataset needs root and split, or sources=[(root, split), ...]")
@@ -112,13 +126,16 @@ class CropDataset(Dataset):
             raise SACError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
         if grid and length is not None:
             raise SACError("grid=True enumerates fixed tiles; do not also give length")
+        if per_image is not None and (not grid or per_image < 1):
+            raise SACError(f"per_image must be >= 1 and needs grid=True, got {per_image}")
         if length is not None and length < 1:
             raise SACError(f"length must be >= 1, got {length}")
         self.crop_size, self.augment, self.length, self.seed = crop_size, augment, length, seed
-        self.sampling, self.grid, self.epoch = sampling, grid, 0
+        self.sampling, self.grid, self.per_image, self.epoch = sampling, grid, per_image, 0
         self.cfg = augment_config or AugmentConfig()
         self.samples = load_samples(sources, ids, exclude_ids)
         self.n_sources = len(sources)
+        self.source_names = [Path(src[0]).name for src in sources]
         self._tiles = self._grid_tiles() if grid else None
         self._geo = build_transform(crop_size, self.cfg, augment)
         self._colour = build_colour_transform(self.cfg) if augment else None
@@ -153,9 +170,14 @@ class CropDataset(Dataset):
         s = self.crop_size
         for k, smp in enumerate(self.samples):
             h, w = smp.labels.shape
-            rows = sorted({min(r, max(h - s, 0)) for r in range(0, max(h - s, 0) + s, s)})
-            cols = sorted({min(c, max(w - s, 0)) for c in range(0, max(w - s, 0) + s, s)})
-            tiles += [(k, r, c) for r in rows for c in cols]
+            if self.per_image is None:
+                rows = sorted({min(r, max(h - s, 0)) for r in range(0, max(h - s, 0) + s, s)})
+                cols = sorted({min(c, max(w - s, 0)) for c in range(0, max(w - s, 0) + s, s)})
+                tiles += [(k, r, c) for r in rows for c in cols]
+            else:
+                g = math.ceil(math.sqrt(self.per_image))
+                boxes = [(k, r, c) for r in grid_positions(h, s, g) for c in grid_positions(w, s, g)]
+                tiles += boxes[: self.per_image]
         return tiles
 
     @staticmethod
@@ -174,8 +196,7 @@ class CropDataset(Dataset):
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self._tiles is not None:
-            k, r, c = self._tiles[index]
-            win = self.crop_size
+            return self._grid_item(index)
         else:
             k = int(rng.choice(len(self.samples), p=self._probs)) if self.length is not None else index
             h, w = self.samples[k].labels.shape
@@ -202,3 +223,29 @@ class CropDataset(Dataset):
             "labels": torch.from_numpy(np.ascontiguousarray(lab)),
             "id": smp.id,
         }
+
+    def _grid_item(self, index: int) -> dict:
+        """A fixed grid crop, no transform at all, with ``valid``, ``key`` and ``index`` (module docstring)."""
+        k, r, c = self._tiles[index]
+        smp, s = self.samples[k], self.crop_size
+        img, lab = self._window(smp.image, smp.labels, r, c, s)
+        h, w = smp.labels.shape
+        valid = np.zeros((1, s, s), np.float32)
+        valid[0, : min(h - r, s), : min(w - c, s)] = 1.0
+        image = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+        return {
+            "image": torch.from_numpy(image),
+            "mask": torch.from_numpy((lab > 0).astype(np.float32)[None]),
+            "labels": torch.from_numpy(lab),
+            "id": smp.id,
+            "valid": torch.from_numpy(valid),
+            "key": f"{self.source_names[smp.source]}/{smp.id}",
+            "index": index,
+        }
+
+
+def grid_positions(length: int, size: int, n: int) -> list[int]:
+    """``n`` evenly spaced crop starts covering [0, length) (one start 0 when ``length <= size``)."""
+    if length <= size:
+        return [0]
+    return sorted({round(v) for v in np.linspace(0, length - size, n)})

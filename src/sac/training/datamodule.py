@@ -5,40 +5,27 @@ intensity/stain jitter; a pure function of ``(seed, epoch, index)``) over every 
 ``sampling="source"`` (each dataset gives the same share of crops, so 24 MoNuSeg images are not drowned by
 536 DSB images) and the validation hold-out excluded.
 
-Validation uses :class:`GridCropDataset` rather than ``CropDataset(grid=True)``: it caps the crops per image
-(``--val-crops``, default 4 = a 2x2 grid at the corners of a 1000 px image) so one validation pass costs
-seconds, not minutes, on a CPU; items carry ``valid`` (0 on padding), ``key`` (``"<source>/<id>"``) and a
-stable ``index`` (the frozen-prefix cache key). Full-image scoring is ``sac evaluate --model``.
+Validation uses ``CropDataset(grid=True, per_image=--val-crops)``: fixed crops, capped per image (default 4 = a
+2x2 grid at the corners of a 1000 px image) so one validation pass costs seconds, not minutes, on a CPU; items
+carry ``valid`` (0 on padding), ``key`` (``"<source>/<id>"``) and a stable ``index`` (the frozen-prefix cache
+key). Full-image scoring is ``sac evaluate --model``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sac.data.augment import AugmentConfig
 from sac.data.dataset import CropDataset
-from sac.data.io import list_pairs, read_image, read_labels
+from sac.data.io import list_pairs
 from sac.errors import SACError
 from sac.training.config import DataSource, TrainConfig
-
-
-@dataclass
-class Sample:
-    """One decoded validation image: ``image`` uint8 [H,W,3], ``labels`` int32 [H,W]."""
-
-    id: str
-    source: str
-    image: np.ndarray
-    labels: np.ndarray
 
 
 def list_ids(root: str | Path, split: str) -> list[str]:
@@ -83,64 +70,6 @@ def resolve_splits(cfg: TrainConfig) -> tuple[list[tuple[DataSource, list[str]]]
     return train, val
 
 
-def load_samples(root: str, split: str, ids: list[str]) -> list[Sample]:
-    paths = {i: (p, q) for i, p, q in list_pairs(root, split)}
-    name = Path(root).name
-    return [Sample(i, name, read_image(paths[i][0]), read_labels(paths[i][1]).astype(np.int32)) for i in ids]
-
-
-def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
-    h, w = a.shape[:2]
-    pad = [(0, max(0, size - h)), (0, max(0, size - w))] + [(0, 0)] * (a.ndim - 2)
-    return np.pad(a, pad) if any(p[1] for p in pad[:2]) else a
-
-
-def _to_item(img: np.ndarray, lbl: np.ndarray, valid: np.ndarray, id_: str) -> dict:
-    return {
-        "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0,
-        "mask": torch.from_numpy((lbl > 0)[None].astype(np.float32)),
-        "labels": torch.from_numpy(np.ascontiguousarray(lbl).astype(np.int32)),
-        "valid": torch.from_numpy(valid[None].astype(np.float32)),
-        "id": id_,
-    }
-
-
-def grid_positions(length: int, size: int, n: int) -> list[int]:
-    """``n`` evenly spaced crop starts covering [0, length) (one start 0 when ``length <= size``)."""
-    if length <= size:
-        return [0]
-    return sorted({round(v) for v in np.linspace(0, length - size, n)})
-
-
-class GridCropDataset(Dataset):
-    """Fixed validation crops: per image a g x g grid (g = ceil(sqrt(k))) of S x S crops, first k kept.
-
-    Deterministic (no randomness at all), zero-padded when an image is smaller than S; ``valid`` marks
-    real pixels so padding never counts in the metrics. Item ``key`` = ``"<source>/<id>"``.
-    """
-
-    def __init__(self, samples: list[Sample], size: int, per_image: int):
-        g = math.ceil(math.sqrt(per_image))
-        self.items = []
-        for smp in samples:
-            h, w = smp.labels.shape
-            boxes = [(y, x) for y in grid_positions(h, size, g) for x in grid_positions(w, size, g)]
-            for y, x in boxes[:per_image]:
-                img = _pad_to(smp.image[y:y + size, x:x + size], size)
-                lbl = _pad_to(smp.labels[y:y + size, x:x + size], size)
-                valid = _pad_to(np.ones(smp.labels[y:y + size, x:x + size].shape, np.uint8), size)
-                item = _to_item(img, lbl, valid, smp.id)
-                item["key"] = f"{smp.source}/{smp.id}"
-                item["index"] = len(self.items)
-                self.items.append(item)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.items[index]
-
-
 class Indexed(Dataset):
     """Adds ``index`` (the item's position, the frozen-prefix cache key in pool mode) to every item."""
 
@@ -170,7 +99,7 @@ class SACDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.size = cfg, crop_size
         self.train_set: CropDataset | None = None
-        self.val_set: GridCropDataset | None = None
+        self.val_set: CropDataset | None = None
         self.split_record: dict = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -183,8 +112,8 @@ class SACDataModule(L.LightningDataModule):
             sources=[(src.root, src.split) for src, _ in train], exclude_ids=held, crop_size=self.size,
             augment=True, length=cfg.crops_per_epoch, seed=cfg.seed, sampling="source",
             augment_config=AugmentConfig(scale_min=cfg.scale_min, scale_max=cfg.scale_max))
-        val_samples = [s for root, split, ids in val for s in load_samples(root, split, ids)]
-        self.val_set = GridCropDataset(val_samples, self.size, cfg.val_crops_per_image)
+        self.val_set = CropDataset(sources=val, crop_size=self.size, augment=False, grid=True,
+                                   per_image=cfg.val_crops_per_image)
         self.split_record = {
             "train": [{"root": str(s.root), "split": s.split, "n_images": len(ids)} for s, ids in train],
             "val": [{"root": str(r), "split": sp, "ids": ids} for r, sp, ids in val],

@@ -17,7 +17,7 @@ Switches beyond the paper: ``distance_head`` adds BCE of the UNet's distance cha
 :func:`sac.data.targets.distance_target`; ``freeze_sam`` (sac) trains the UNet only, with the ``unet`` step;
 ``vary_points`` (sac) draws each step's number of points.
 
-Validation (deterministic): the fixed grid crops of :class:`~sac.training.datamodule.GridCropDataset`;
+Validation (deterministic): the fixed grid crops of ``CropDataset(grid=True, per_image=...)``;
 prompts come from the UNet exactly as at inference (0 expert points). Per image, TP/FP/FN are summed over its
 crops (padding excluded); ``val/dice`` and ``val/iou`` are means over images within each validation source,
 then averaged over sources (so 6 MoNuSeg images weigh as much as 67 DSB images); ``val/f1`` is the pixel F1
