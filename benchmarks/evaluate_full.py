@@ -1,7 +1,7 @@
 """Full-image evaluation of a trained model on a split or on the held-out ids of a run (MoNuSeg has no val split).
 
-Same path as ``sac evaluate --model`` (``sac.inference`` ``Segmenter``: tiling, prompts, stitching, watershed
-instances; ``sac.evaluation.report.score``), plus two things ``sac evaluate`` cannot do:
+The loop is ``sac evaluate --model``'s (:func:`sac.inference.evaluate.evaluate_model`: ``Segmenter`` tiling,
+prompts, stitching, watershed instances; ``sac.evaluation.report``), with what ``sac evaluate`` does not expose:
 
 * ``--ids-from RUN/splits.json``: score only the images a run held out for validation;
 * ``--unet``: also score the prompt generator alone (``prompt_prob > 0.5`` -> the same instance step): the
@@ -22,10 +22,7 @@ import json
 import os
 import platform
 import time
-import zlib
 from pathlib import Path
-
-import numpy as np
 
 from sac.atomic import atomic_write_text
 
@@ -67,61 +64,35 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
              save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None,
              tta: bool = False, split_h: float | None = None) -> dict:
-    """Score ``model`` on whole images; returns {"sac": score dict, "unet": score dict (if asked), settings}.
+    """Score ``model`` on whole images with :func:`sac.inference.evaluate.evaluate_model`; returns
+    {"sac": score dict, "unet": score dict (if asked), "fused": score dict (with unet), seconds_per_image, settings}.
 
     ``unet_only``: score only the prompt UNet and skip the SAM image encoder (it is replaced by zeros, which the
     UNet never sees), ~10x faster for a UNet-alone model; no "sac" entry then."""
     import torch
-    from tqdm import tqdm
 
-    from sac.data.io import list_pairs, read_image, read_labels
-    from sac.evaluation.report import score
     from sac.inference.api import load_model
     from sac.inference.config import InferenceConfig
-    from sac.inference.experts import simulate_expert
+    from sac.inference.evaluate import evaluate_model
 
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
-    items = [p for p in list_pairs(data, split) if ids is None or p[0] in set(ids)]
-    items = items[:limit]
     cfg = InferenceConfig(n_points=points, select=select, seed=seed, scale=scale, overlap=overlap, tta=tta,
-                          split_h=split_h).validate()
+                          split_h=split_h)
     loaded = load_model(model)
-    seg = loaded.segmenter(cfg)
+    seg = loaded.segmenter(cfg.validate())
     if seg.encoder is not None and os.environ.get("SAC_EMB_CACHE", "1") != "0":
         seg.encoder = _memo_encoder(seg.encoder, _encoder_kind(loaded))
     if unet_only:
-        unet = True
         pe = loaded.module.prompt_encoder
         seg.encoder = lambda x: torch.zeros(len(x), pe.embed_dim, *pe.image_embedding_size)
-    sac_pairs, unet_pairs, fused_pairs, seconds = [], [], [], []
-    for pid, img_path, lab_path in tqdm(items, desc=f"{Path(data).name}/{split}", disable=not progress):
-        true = read_labels(lab_path)
-        rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])  # as sac evaluate
-        pts = simulate_expert(true, expert, rng) if expert else None
-        res = seg.segment(read_image(img_path), expert_points=pts)
-        seconds.append(res.seconds)
-        sac_pairs.append((pid, true, res.labels))
-        if unet and res.prompt_prob is not None:
-            mask = res.prompt_prob > cfg.threshold
-            # The UNet's own distance head splits its instances when it has one (as sac segment would).
-            unet_pairs.append((pid, true, seg.instances(mask, res.prompt_prob, res.distance)))
-            if not unet_only:
-                fused = (res.prob + res.prompt_prob) / 2
-                fused_pairs.append((pid, true, seg.instances(fused > cfg.threshold, fused)))
-        if save_maps is not None:
-            save_maps.mkdir(parents=True, exist_ok=True)
-            maps = {"prob": res.prob.astype(np.float16)}
-            if res.prompt_prob is not None:
-                maps["prompt_prob"] = res.prompt_prob.astype(np.float16)
-            if res.distance is not None:
-                maps["distance"] = res.distance.astype(np.float16)
-            np.savez_compressed(save_maps / f"{pid}.npz", **maps)
-    out = {"sac": None if unet_only else score(sac_pairs), "seconds_per_image": float(np.mean(seconds)),
-           "settings": {**seg.settings(), "expert": expert, "model": loaded.info, "ids": [p[0] for p in items]}}
-    if unet_pairs:
-        out["unet"] = score(unet_pairs)
-    if fused_pairs:
-        out["fused"] = score(fused_pairs)
+    rows = ("unet",) if unet_only else ("sac", "unet", "fused") if unet else ("sac",)
+    res = evaluate_model(loaded, data, split, cfg, ids=ids, limit=limit, expert=expert, rows=rows,
+                         save_maps=save_maps, segmenter=seg, progress=progress)
+    out = {"sac": None if unet_only else {k: v for k, v in res.items() if k not in (*rows, "seconds_per_image",
+                                                                                    "seconds_total", "settings")},
+           "seconds_per_image": res["seconds_per_image"], "settings": res["settings"]}
+    out["settings"].pop("limit", None)
+    out.update({name: res[name] for name in ("unet", "fused") if name in res})
     return out
 
 

@@ -14,6 +14,7 @@ import tifffile
 from sac.cli import main
 from sac.data.io import list_pairs, read_labels, write_image, write_labels
 from sac.evaluation.report import format_table, score
+from sac.inference.config import InferenceConfig
 
 KEYS = ("dice", "iou", "f1", "dice_pooled", "iou_pooled", "f1_pooled", "aji", "aji_plus", "pq", "dq", "sq",
         "object_f1", "n_images", "precision", "recall", "n_true", "n_pred")
@@ -123,17 +124,11 @@ def test_unwritable_json_fails_before_scoring(data, tmp_path, monkeypatch, capsy
         assert err.startswith(f"error: cannot write {out}") and err.count("\n") == 1
 
 
-def test_model_not_available(data, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "sac.inference.evaluate", None)  # import fails like a missing module
-    assert main(["evaluate", "--model", "default", "--data", str(data), "--split", "val"]) == 2
-    assert "not available" in capsys.readouterr().err
-
-
 def test_model_delegates_to_evaluate_model(data, tmp_path, monkeypatch, capsys):
     calls = {}
 
-    def evaluate_model(model, data_root, split, **kw):
-        calls.update(model=model, data=data_root, split=split, **kw)
+    def evaluate_model(model, data_root, split, cfg, **kw):
+        calls.update(model=model, data=data_root, split=split, cfg=cfg, **kw)
         truth = [read_labels(lab) for _, _, lab in list_pairs(data_root, split)]
         res = score((t, t) for t in truth)
         res["seconds_per_image"] = 0.25
@@ -143,9 +138,11 @@ def test_model_delegates_to_evaluate_model(data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "m.json"
     assert main(["evaluate", "--model", "run1", "--data", str(data), "--split", "val", "--points", "4",
                  "--select", "random", "--tile", "256", "--limit", "2", "--json", str(out)]) == 0
-    assert calls["model"] == "run1" and calls["split"] == "val" and calls["points"] == 4
-    assert calls["select"] == "random" and calls["tile"] == 256 and calls["limit"] == 2
-    assert calls["expert"] == 0 and calls["seed"] == 0 and calls["device"] == "cpu" and calls["overlap"] is None
+    cfg = calls["cfg"]
+    assert calls["model"] == "run1" and calls["split"] == "val" and cfg.n_points == 4
+    assert cfg.select == "random" and cfg.tile == 256 and calls["limit"] == 2
+    assert calls["expert"] == 0 and cfg.seed == 0 and calls["device"] == "cpu" and cfg.overlap is None
+    assert cfg == InferenceConfig(tile=256, n_points=4, select="random")  # flags not given: library defaults
     assert json.loads(out.read_text())["seconds_per_image"] == 0.25
     assert "seconds per image 0.250" in capsys.readouterr().out
 

@@ -67,18 +67,14 @@ def run(args) -> int:
                               progress=lambda it: tqdm(it, desc="scoring", unit="image"))
         result["pred"] = str(args.pred)
     else:
-        try:
-            from sac.inference.evaluate import evaluate_model
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("sac.inference", "sac.inference.evaluate"):
-                raise  # a genuine missing dependency inside the module: keep the traceback
-            raise SACError(f"sac evaluate --model is not available in this installation ({exc})") from None
-        result = evaluate_model(
-            args.model, Path(args.data), args.split, points=args.points, expert=args.expert or 0,
-            select=args.select, tile=args.tile, overlap=args.overlap, scale=args.scale,
-            seed=args.seed if args.seed is not None else 0, device=args.device or "cpu",
-            sam_checkpoint=args.sam_checkpoint, limit=args.limit, split_h=args.split_h, tta=bool(args.tta),
-        )
+        from sac.inference.config import InferenceConfig
+        from sac.inference.evaluate import evaluate_model
+
+        given = {"tile": args.tile, "overlap": args.overlap, "scale": args.scale, "n_points": args.points,
+                 "select": args.select, "split_h": args.split_h, "tta": args.tta, "seed": args.seed}
+        cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None})  # None: the library default
+        result = evaluate_model(args.model, Path(args.data), args.split, cfg, expert=args.expert or 0,
+                                limit=args.limit, device=args.device or "cpu", sam_checkpoint=args.sam_checkpoint)
         result["model"] = str(args.model)
     result.update({"data": str(args.data), "split": args.split})
     print(format_table(result))

@@ -51,6 +51,41 @@ def score_one(true: np.ndarray, pred: np.ndarray) -> tuple[PixelCounts, dict]:
     return counts, row
 
 
+class Scorer:
+    """Accumulates scores image by image (nothing but per-image rows is kept) -> :meth:`result`, the dict of
+    :func:`score`. Several scorers can follow one pass over a dataset (one per predicted map)."""
+
+    def __init__(self) -> None:
+        self.total = PixelCounts(0, 0, 0)
+        self.rows: list[dict] = []
+
+    def add(self, pid: str, true: np.ndarray, pred: np.ndarray) -> dict:
+        """Score one image (``true`` integer labels [H, W], ``pred`` labels or binary mask of that shape) and
+        return its row; SACError for a shape mismatch."""
+        true, pred = np.asarray(true), np.asarray(pred)
+        if true.shape != pred.shape:
+            raise SACError(f"prediction for {pid} is {pred.shape[:2]} but ground truth is {true.shape[:2]}")
+        counts, row = score_one(true, pred)
+        self.total = self.total + counts
+        self.rows.append({"id": str(pid), **row})
+        return self.rows[-1]
+
+    def result(self) -> dict:
+        """The dict described in the module docstring; SACError if no image was added."""
+        rows = self.rows
+        if not rows:
+            raise SACError("nothing to score: no images")
+        out: dict = {k: float(np.mean([r[k] for r in rows])) for k in PIXEL_KEYS}
+        out.update({f"{k}_pooled": v for k, v in scores_from_counts(self.total).items()})
+        out.update({k: float(np.mean([r[k] for r in rows])) for k in INSTANCE_KEYS})
+        out["n_images"] = len(rows)
+        for k in ("n_true", "n_pred", "n_matched"):
+            out[k] = int(sum(r[k] for r in rows))
+        out["averaging"] = AVERAGING
+        out["per_image"] = rows
+        return out
+
+
 def score(pairs: Iterable[tuple]) -> dict:
     """Score an iterable of ``(true_labels, pred)`` or ``(id, true_labels, pred)`` pairs.
 
@@ -58,27 +93,11 @@ def score(pairs: Iterable[tuple]) -> dict:
     (see :func:`as_instances`). Consumed lazily, so a generator keeps only one image in memory.
     Returns the dict described in the module docstring. Raises SACError for a shape mismatch or no pairs.
     """
-    total = PixelCounts(0, 0, 0)
-    rows = []
+    scorer = Scorer()
     for k, pair in enumerate(pairs):
         pid, true, pred = pair if len(pair) == 3 else (str(k), *pair)
-        true, pred = np.asarray(true), np.asarray(pred)
-        if true.shape != pred.shape:
-            raise SACError(f"prediction for {pid} is {pred.shape[:2]} but ground truth is {true.shape[:2]}")
-        counts, row = score_one(true, pred)
-        total = total + counts
-        rows.append({"id": str(pid), **row})
-    if not rows:
-        raise SACError("nothing to score: no images")
-    out: dict = {k: float(np.mean([r[k] for r in rows])) for k in PIXEL_KEYS}
-    out.update({f"{k}_pooled": v for k, v in scores_from_counts(total).items()})
-    out.update({k: float(np.mean([r[k] for r in rows])) for k in INSTANCE_KEYS})
-    out["n_images"] = len(rows)
-    for k in ("n_true", "n_pred", "n_matched"):
-        out[k] = int(sum(r[k] for r in rows))
-    out["averaging"] = AVERAGING
-    out["per_image"] = rows
-    return out
+        scorer.add(pid, true, pred)
+    return scorer.result()
 
 
 def find_prediction(pred_dir: Path, pid: str) -> Path | None:
