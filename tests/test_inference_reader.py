@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from sac.data.io import read_image
+from sac.data.io import read_image, to_rgb_uint8
 from sac.errors import SACError
 from sac.inference import reader
-from sac.inference.reader import ArraySource, TiffSource, open_image, to_rgb_uint8
+from sac.inference.reader import ArraySource, TiffSource, open_image
 
 
 def _smooth_rgb(h: int, w: int) -> np.ndarray:

@@ -52,57 +52,73 @@ def _read_array(path: Path) -> np.ndarray:
     return arr
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Map any numeric array to uint8 [0, 255] (documented in docs/data.md).
+def intensity_levels(arr: np.ndarray) -> tuple[float, float]:
+    """``(lo, hi)`` that :func:`to_uint8` maps to 0 and 255 (documented in docs/data.md).
 
-    uint8 is returned unchanged. Integer data whose maximum is <= 255 (8-bit data stored in a wider
-    type) is cast unchanged. Float data in [0, 1] is multiplied by 255. Anything else (real 12/16-bit
-    or arbitrary float microscopy) is stretched linearly so that the 0.1st percentile maps to 0 and the
-    99.9th to 255, computed over all channels together (so the colour balance is kept); percentiles
-    rather than min/max so a few hot pixels do not darken the whole image.
+    Integer data within 0..255 (8-bit data stored in a wider type) keep their values: (0, 255). Float data
+    within [0, 1]: (0, 1). Anything else (real 12/16-bit or arbitrary float microscopy) is stretched between the
+    0.1st and 99.9th percentiles, over all channels together (so the colour balance is kept); percentiles rather
+    than min/max so a few hot pixels do not darken the whole image. Non-finite values count as 0.
     """
+    a = np.asarray(arr, dtype=np.float64)
+    a = np.where(np.isfinite(a), a, 0.0)
+    lo_v, hi_v = float(a.min()), float(a.max())
+    if np.issubdtype(arr.dtype, np.integer) and lo_v >= 0 and hi_v <= 255:
+        return 0.0, 255.0
+    if np.issubdtype(arr.dtype, np.floating) and lo_v >= 0 and hi_v <= 1:
+        return 0.0, 1.0
+    lo, hi = np.percentile(a, [_LOW_PCT, _HIGH_PCT])
+    return float(lo), float(hi if hi > lo else lo + 1.0)  # constant image: black rather than a division by 0
+
+
+def to_uint8(arr: np.ndarray, levels: tuple[float, float] | None = None) -> np.ndarray:
+    """Any numeric array -> uint8 [0, 255]: uint8 unchanged, bool to {0, 255}, anything else mapped linearly from
+    ``levels`` (default :func:`intensity_levels` of ``arr``; a lazy reader passes the levels of the whole image
+    so that every region is mapped alike) and rounded. Non-finite values count as 0."""
+    arr = np.asarray(arr)
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
+    lo, hi = intensity_levels(arr) if levels is None else levels
     a = arr.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.all():
-        a = np.where(finite, a, 0.0)
-    lo_v, hi_v = float(a.min()), float(a.max())
-    if np.issubdtype(arr.dtype, np.integer) and lo_v >= 0 and hi_v <= 255:
-        return a.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating) and lo_v >= 0 and hi_v <= 1:
-        return np.round(a * 255).astype(np.uint8)
-    lo, hi = np.percentile(a, [_LOW_PCT, _HIGH_PCT])
-    if hi <= lo:  # constant image: keep it black rather than divide by zero
-        hi = lo + 1.0
+    a = np.where(np.isfinite(a), a, 0.0)
     return np.round(np.clip((a - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as RGB ``uint8 [H, W, 3]``.
+def to_rgb_uint8(arr: np.ndarray, *, levels: tuple[float, float] | None = None, name: str = "image") -> np.ndarray:
+    """Any 2-D image array -> RGB ``uint8 [H, W, 3]``: the one conversion of every reader (files, arrays, TIFF regions).
 
-    Grayscale is repeated to 3 channels, RGBA drops alpha, 2-channel (gray + alpha) keeps the gray,
-    channel-first TIFFs (``[C, H, W]`` with C in 1..4) are transposed, and non-8-bit data is converted
-    by :func:`_to_uint8`. Raises SACError naming the file if it cannot be read or is not a 2-D image.
+    Gray ``[H, W]`` or ``[H, W, 1]`` is repeated to 3 channels; ``[H, W, 4]`` (RGBA) loses alpha; ``[H, W, 2]``
+    (gray + alpha) keeps the gray; channel-first ``[C, H, W]`` (C in 1..4, e.g. some TIFFs) is transposed.
+    Non-uint8 data go through :func:`to_uint8` (``levels`` as there). Raises :class:`SACError` naming ``name``
+    for an empty image or an unsupported shape (e.g. 5 or more channels).
     """
-    path = Path(path)
-    arr = _read_array(path)
-    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise SACError(f"{name}: not a 2-D image (shape {arr.shape}; expected [H, W] or [H, W, 1|2|3|4])")
+    if arr.ndim == 3:
+        c = arr.shape[2]
+        if c in (1, 2):
+            arr = arr[..., 0]
+        elif c in (3, 4):
+            arr = arr[..., :3]
+        else:
+            raise SACError(f"{name}: unsupported number of channels {c} (expected 1, 2, 3 or 4)")
+    arr = to_uint8(arr, levels)
     if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    elif arr.ndim == 3 and arr.shape[-1] == 2:
-        arr = np.repeat(arr[..., :1], 3, axis=-1)
-    elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3]
-    else:
-        raise SACError(f"expected a 2-D grayscale/RGB image, got array of shape {arr.shape}: {path}")
-    return np.ascontiguousarray(_to_uint8(arr))
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB ``uint8 [H, W, 3]`` (:func:`to_rgb_uint8`; singleton dimensions of multi-dimensional
+    TIFFs are dropped first). Raises SACError naming the file if it cannot be read or is not a 2-D image."""
+    path = Path(path)
+    arr = _read_array(path)
+    return to_rgb_uint8(np.squeeze(arr) if arr.ndim > 3 else arr, name=str(path))
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -6,9 +6,8 @@ import contextlib
 import glob
 from pathlib import Path
 
+from sac.data.io import IMAGE_SUFFIXES
 from sac.errors import SACError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:

@@ -8,9 +8,9 @@ Why hand-written rather than ``tifffile.TiffFile.aszarr()``: ``aszarr`` needs th
 a dependency here; tifffile's own ``TiffPage.decode`` does the decompression, we only choose which segments to read
 (about 60 lines) and keep a small LRU cache because overlapping windows revisit the same tiles.
 
-Every source returns ``uint8 [h, w, 3]`` RGB regions: grayscale is repeated to 3 channels, alpha is dropped and
-16-bit / float data are mapped to 0..255 with the rule of :func:`sac.data.io.read_image` (percentile
-stretch; for lazy TIFFs computed once from a subsample read band by band).
+Every source returns ``uint8 [h, w, 3]`` RGB regions converted by :func:`sac.data.io.to_rgb_uint8` (the one
+conversion of the project): grayscale is repeated to 3 channels, alpha is dropped and 16-bit / float data are
+mapped to 0..255 (percentile stretch; for lazy TIFFs the levels come once from a subsample read band by band).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sac.data.io import intensity_levels, read_image, to_rgb_uint8
 from sac.errors import SACError
 
 # TIFFs with more pixels than this are read lazily; smaller files are simply decoded whole.
@@ -28,55 +29,6 @@ LAZY_PIXELS = 2048 * 2048
 # Intensity levels of non-uint8 lazy TIFFs come from every 4th row/column above this size (bounded memory).
 SUBSAMPLE_PIXELS = 4096 * 4096
 TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-def intensity_levels(arr: np.ndarray) -> tuple[float, float]:
-    """``(lo, hi)`` mapped to 0 and 255 for non-uint8 data; the rule of :func:`sac.data.io.read_image`.
-
-    Integer data within 0..255 keep their values; float data within [0, 1] are multiplied by 255; anything
-    else is stretched between the 0.1st and 99.9th percentiles (over all channels).
-    """
-    a = np.asarray(arr, dtype=np.float64)
-    a = np.where(np.isfinite(a), a, 0.0)
-    lo_v, hi_v = float(a.min()), float(a.max())
-    if np.issubdtype(arr.dtype, np.integer) and lo_v >= 0 and hi_v <= 255:
-        return 0.0, 255.0
-    if np.issubdtype(arr.dtype, np.floating) and lo_v >= 0 and hi_v <= 1:
-        return 0.0, 1.0
-    lo, hi = np.percentile(a, [0.1, 99.9])
-    return float(lo), float(hi if hi > lo else lo + 1.0)
-
-
-def to_rgb_uint8(arr: np.ndarray, *, levels: tuple[float, float] | None = None, name: str = "image") -> np.ndarray:
-    """Any 2-D/3-D image array -> ``uint8 [H, W, 3]``.
-
-    Gray ``[H, W]`` or ``[H, W, 1]`` is repeated; ``[H, W, 4]`` (RGBA) loses alpha; ``[H, W, 2]`` (gray+alpha)
-    keeps gray; channel-first ``[C, H, W]`` is transposed. Non-uint8 data are mapped linearly from ``levels``
-    (default :func:`intensity_levels` of ``arr``) to 0..255. Raises :class:`SACError` naming ``name`` for
-    unsupported shapes or empty images.
-    """
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar CHW (e.g. some TIFFs) -> HWC
-    if arr.ndim not in (2, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise SACError(f"{name}: not a 2-D image (shape {arr.shape})")
-    if arr.ndim == 3:
-        c = arr.shape[2]
-        if c in (1, 2):
-            arr = arr[..., 0]
-        elif c in (3, 4):
-            arr = arr[..., :3]
-        else:
-            raise SACError(f"{name}: unsupported number of channels {c} (expected 1, 3 or 4)")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        lo, hi = intensity_levels(arr) if levels is None else levels
-        data = np.nan_to_num(arr.astype(np.float64))  # float64: same rounding as sac.data.io
-        arr = np.round(np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    return np.ascontiguousarray(arr)
 
 
 class ArraySource:
@@ -241,21 +193,4 @@ def open_image(path: str | Path):
         if src.shape[0] * src.shape[1] > LAZY_PIXELS:
             return src
         src.close()  # small: decode whole with the project's reader, like every other format
-    return ArraySource(_read_small(path), name=str(path))
-
-
-def _read_small(path: Path) -> np.ndarray:
-    """Decode a non-TIFF file whole (PNG, JPEG, BMP, ...); errors name the file."""
-    try:
-        from sac.data.io import read_image  # the project's reader (issue #3), when present
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        return read_image(path)
-    import imageio.v3 as iio
-
-    try:
-        arr = iio.imread(path)
-    except Exception as exc:
-        raise SACError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
-    return to_rgb_uint8(arr, name=str(path))
+    return ArraySource(read_image(path), name=str(path))
