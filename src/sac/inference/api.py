@@ -72,8 +72,6 @@ def build_model(name_or_path: str | os.PathLike, sam_checkpoint: str | os.PathLi
     else:
         folder = find_model_dir(name)
     model = load_model_file(folder, sam_checkpoint=sam_checkpoint)
-    if isinstance(model, tuple):  # tolerate (model, info) return shapes
-        model = model[0]
     return model, {"model": name, "folder": str(folder), "backbone": getattr(model, "backbone_name", None)}
 
 
