@@ -1,0 +1,135 @@
+// The image viewport: zoom / pan, nucleus outlines on a canvas, hit-testing.
+//
+// Why this layout: the image is one <img> moved by a CSS transform (the compositor scales it, no redraw), and the
+// outlines live on a separate canvas the size of the viewport, redrawn at most once per animation frame and only
+// for the nuclei inside the visible rectangle (a grid index of 256-pixel cells finds them). Coordinates of the
+// outlines are image pixels with pixel (row r, column c) covering [c, c+1] x [r, r+1] (as the GeoJSON export).
+
+const CELL = 256;
+const COLOURS = ["#ffe600", "#ff8c1a", "#4dd2ff", "#7dff6b", "#ff5cd6", "#b38cff"];
+const SELECTED = "#00ffff";
+
+export class Viewer {
+  constructor(view, img, canvas) {
+    this.view = view; this.img = img; this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.probe = document.createElement("canvas").getContext("2d"); // hit tests in image coordinates
+    this.W = 0; this.H = 0;
+    this.s = 1; this.tx = 0; this.ty = 0;
+    this.nuclei = new Map(); // id -> {path, bbox: [y0, x0, y1, x1], area, cells}
+    this.grid = new Map(); // "cx,cy" -> Set of ids
+    this.selected = new Set();
+    this.markers = []; // split seeds [[x, y], ...]
+    this.contourAlpha = 0.9; this.fillAlpha = 0.2;
+    this.pending = false;
+    this.drawMs = 0;
+    new ResizeObserver(() => this.resize()).observe(view);
+  }
+
+  // ------------------------------------------------------------------ geometry
+  setImage(W, H) { this.W = W; this.H = H; this.clear(); this.fit(); }
+  toImage(sx, sy) { return [(sx - this.tx) / this.s, (sy - this.ty) / this.s]; }
+  fit() {
+    const r = this.view.getBoundingClientRect();
+    if (!this.W || !r.width) return;
+    this.s = Math.min(r.width / this.W, r.height / this.H) * 0.98;
+    this.tx = (r.width - this.W * this.s) / 2; this.ty = (r.height - this.H * this.s) / 2;
+    this.changed();
+  }
+  zoomAt(sx, sy, factor) {
+    const s = Math.min(64, Math.max(0.02, this.s * factor));
+    const [u, v] = this.toImage(sx, sy);
+    this.s = s; this.tx = sx - u * s; this.ty = sy - v * s;
+    this.changed();
+  }
+  panBy(dx, dy) { this.tx += dx; this.ty += dy; this.changed(); }
+  resize() {
+    const r = this.view.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    this.canvas.width = Math.round(r.width * dpr); this.canvas.height = Math.round(r.height * dpr);
+    this.changed();
+  }
+  changed() {
+    this.img.style.transform = `translate(${this.tx}px, ${this.ty}px) scale(${this.s})`;
+    this.img.classList.toggle("pixelated", this.s >= 3);
+    if (!this.pending) { this.pending = true; requestAnimationFrame(() => this.draw()); }
+  }
+
+  // ------------------------------------------------------------------ nuclei
+  clear() { this.nuclei.clear(); this.grid.clear(); this.selected.clear(); this.markers = []; this.changed(); }
+  cellsOf(b) {
+    const out = [];
+    for (let cy = Math.floor(b[0] / CELL); cy <= Math.floor((b[2] - 1) / CELL); cy++)
+      for (let cx = Math.floor(b[1] / CELL); cx <= Math.floor((b[3] - 1) / CELL); cx++) out.push(cx + "," + cy);
+    return out;
+  }
+  put(id, n) {
+    this.drop(id);
+    const r = n.ring, path = new Path2D();
+    path.moveTo(r[0], r[1]);
+    for (let k = 2; k < r.length; k += 2) path.lineTo(r[k], r[k + 1]);
+    path.closePath();
+    const cells = this.cellsOf(n.bbox);
+    for (const c of cells) { if (!this.grid.has(c)) this.grid.set(c, new Set()); this.grid.get(c).add(id); }
+    this.nuclei.set(id, {path, bbox: n.bbox, area: n.area, cells});
+  }
+  drop(id) {
+    const n = this.nuclei.get(id);
+    if (!n) return;
+    for (const c of n.cells) this.grid.get(c)?.delete(id);
+    this.nuclei.delete(id); this.selected.delete(id);
+  }
+  load(payload) { this.clear(); for (const [k, n] of Object.entries(payload.nuclei)) this.put(+k, n); this.changed(); }
+  apply(delta) {
+    for (const id of delta.removed) this.drop(id);
+    for (const [k, n] of Object.entries(delta.nuclei)) this.put(+k, n);
+    this.changed();
+  }
+  idsIn(y0, x0, y1, x1) {
+    if ((y1 - y0) * (x1 - x0) >= 0.5 * this.W * this.H) return this.nuclei.keys();
+    const ids = new Set();
+    for (const c of this.cellsOf([Math.max(0, y0), Math.max(0, x0), Math.min(this.H, y1), Math.min(this.W, x1)]))
+      for (const id of this.grid.get(c) || []) ids.add(id);
+    return ids;
+  }
+  hit(u, v) {
+    const c = Math.floor(u / CELL) + "," + Math.floor(v / CELL);
+    let best = 0, area = Infinity;
+    for (const id of this.grid.get(c) || []) {
+      const n = this.nuclei.get(id);
+      if (n.area < area && this.probe.isPointInPath(n.path, u, v)) { best = id; area = n.area; }
+    }
+    return best;
+  }
+
+  // ------------------------------------------------------------------ drawing
+  draw() {
+    this.pending = false;
+    const t0 = performance.now(), ctx = this.ctx, dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    ctx.setTransform(dpr * this.s, 0, 0, dpr * this.s, dpr * this.tx, dpr * this.ty);
+    const [x0, y0] = this.toImage(0, 0);
+    const [x1, y1] = this.toImage(this.canvas.width / dpr, this.canvas.height / dpr);
+    const fills = COLOURS.map(() => new Path2D()), all = new Path2D(), sel = new Path2D();
+    let drawn = 0;
+    for (const id of this.idsIn(y0, x0, y1, x1)) {
+      const n = this.nuclei.get(id), b = n.bbox;
+      if (b[2] < y0 || b[0] > y1 || b[3] < x0 || b[1] > x1) continue;
+      fills[id % COLOURS.length].addPath(n.path); all.addPath(n.path); drawn++;
+      if (this.selected.has(id)) sel.addPath(n.path);
+    }
+    if (this.fillAlpha > 0) {
+      ctx.globalAlpha = this.fillAlpha;
+      fills.forEach((p, k) => { ctx.fillStyle = COLOURS[k]; ctx.fill(p); });
+    }
+    ctx.lineWidth = 1.5 / this.s;
+    if (this.contourAlpha > 0) { ctx.globalAlpha = this.contourAlpha; ctx.strokeStyle = COLOURS[0]; ctx.stroke(all); }
+    ctx.globalAlpha = 1; ctx.lineWidth = 3 / this.s; ctx.strokeStyle = SELECTED; ctx.stroke(sel);
+    ctx.fillStyle = "#ff2d2d";
+    for (const [x, y] of this.markers) { ctx.beginPath(); ctx.arc(x + 0.5, y + 0.5, 4 / this.s, 0, 7); ctx.fill(); }
+    this.drawMs = performance.now() - t0;
+    this.canvas.dataset.contours = this.nuclei.size;
+    this.canvas.dataset.drawn = drawn;
+    this.canvas.dataset.drawMs = this.drawMs.toFixed(2);
+  }
+}
