@@ -6,6 +6,9 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
+from sac.inference.config import DEVICE_CHOICES, SELECT_CHOICES
+from sac.postprocess import DISTANCE_H
+
 HELP = "Score predictions (--pred) or a trained model (--model) against ground truth."
 
 
@@ -24,16 +27,16 @@ def add_arguments(parser):
     m.add_argument("--points", type=int, default=None, help="number of auto-prompt points")
     m.add_argument("--expert", type=int, default=None, metavar="M",
                    help="simulated expert points per image (0 = none)")
-    m.add_argument("--select", choices=("centroid", "random"), default=None, help="point selection rule")
+    m.add_argument("--select", choices=SELECT_CHOICES, default=None, help="point selection rule")
     m.add_argument("--tile", type=int, default=None, help="tile size in pixels")
     m.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels")
     m.add_argument("--scale", type=float, default=None, help="resize factor applied before segmenting")
     m.add_argument("--split-h", type=float, default=None, metavar="H",
-                   help="watershed marker height on a distance head's map (default 0.15; lower splits more)")
+                   help=f"watershed marker height on a distance head's map (default {DISTANCE_H}; lower splits more)")
     m.add_argument("--tta", action="store_true", default=None,
                    help="average the prompt UNet's maps over 4 flips of each tile (default: off)")
     m.add_argument("--seed", type=int, default=None, help="random seed (random selection, expert points)")
-    m.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="compute device")
+    m.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")
     m.add_argument("--sam-checkpoint", metavar="PATH", default=None, help="SAM weights for vit_* backbones")
     m.add_argument("--limit", type=int, default=None, metavar="K", help="score only the first K images")
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sac.training.config import MONITORS, VARIANTS
+import dataclasses
+
+from sac.devices import DEVICE_CHOICES
+from sac.models.config import SELECT_METHODS
+from sac.training.config import MONITORS, VARIANTS, TrainConfig
+
+_D = TrainConfig()  # the defaults that flags left at None keep (shown in --help)
 
 HELP = "Fine-tune SAC (LoRA + mask decoder + prompt generator) on one or more datasets."
 
@@ -33,12 +39,12 @@ def add_arguments(parser) -> None:
     g.add_argument("--val-split", default="val", help="roots that have this split are validated on it")
     g.add_argument("--val-from-train", type=int, default=None, metavar="N",
                    help="roots without --val-split: hold out N train images for validation (recorded in splits.json)")
-    g.add_argument("--val-seed", type=int, default=None, help="seed of the hold-out choice (default 0)")
+    g.add_argument("--val-seed", type=int, default=None, help=f"seed of the hold-out choice (default {_D.val_seed})")
     g.add_argument("--val-crops", type=int, default=None, dest="val_crops_per_image",
-                   help="fixed grid crops per validation image (default 4)")
+                   help=f"fixed grid crops per validation image (default {_D.val_crops_per_image})")
     g.add_argument("--val-max-images", type=int, default=None, help="cap on images per validation split")
     g.add_argument("--scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                   help="scale augmentation range (default 0.8 1.25)")
+                   help=f"scale augmentation range (default {_D.scale_min} {_D.scale_max})")
     g = parser.add_argument_group("model")
     g.add_argument("--variant", default=None, choices=VARIANTS,
                    help="sac (paper), sam-ft (decoder only, GT expert points), lora-noprompt, unet (UNet alone), "
@@ -48,8 +54,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--lora-rank", type=int, default=None)
     g.add_argument("--lora-layers", type=int, default=None, dest="lora_last_n_layers", metavar="N",
                    help="LoRA only in the last N attention layers (CPU option; default: all, as in the paper)")
-    g.add_argument("--points", type=int, default=None, dest="n_points", help="auto points per class (default 16)")
-    g.add_argument("--select", default=None, choices=("centroid", "random"))
+    g.add_argument("--points", type=int, default=None, dest="n_points",
+                   help=f"auto points per class (default {_D.n_points})")
+    g.add_argument("--select", default=None, choices=SELECT_METHODS)
     g.add_argument("--vary-points", action="store_true",
                    help="sac: each step uses 0 points (p=1/4) or a log-uniform count in 1..--points, so the model "
                         "also works with few or no points")
@@ -62,20 +69,23 @@ def add_arguments(parser) -> None:
                    help="sac: train only the prompt generator (UNet, distance head); LoRA and decoder as initialised")
     g.add_argument("--init-from", default=None, help="model folder or run folder to initialise matching tensors from")
     g = parser.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help="max epochs (default 30)")
+    g.add_argument("--epochs", type=int, default=None, help=f"max epochs (default {_D.epochs})")
     g.add_argument("--min-epochs", type=int, default=None)
-    g.add_argument("--patience", type=int, default=None, help="early stopping patience (epochs, default 10)")
+    g.add_argument("--patience", type=int, default=None,
+                   help=f"early stopping patience (epochs, default {_D.patience})")
     g.add_argument("--monitor", default=None, choices=MONITORS,
-                   help="validation score that picks best/ and drives early stopping (default dice; "
+                   help=f"validation score that picks best/ and drives early stopping (default {_D.monitor}; "
                         "click_iou for --variant interactive)")
     g.add_argument("--objects-per-crop", type=int, default=None,
-                   help="interactive: ground-truth nuclei prompted per training crop (default 4)")
-    g.add_argument("--crops-per-epoch", type=int, default=None, help="random crops per epoch (default 64)")
+                   help=f"interactive: nuclei prompted per training crop (default {_D.objects_per_crop})")
+    g.add_argument("--crops-per-epoch", type=int, default=None,
+                   help=f"random crops per epoch (default {_D.crops_per_epoch})")
     g.add_argument("--crop-pool", action="store_true",
                    help="CPU recipe: reuse the same crops every epoch and cache their frozen encoder prefix")
     g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None, help="LoRA + decoder learning rate (default 3e-4)")
-    g.add_argument("--lr-prompt", type=float, default=None, help="prompt UNet learning rate (default 1e-3)")
+    g.add_argument("--lr", type=float, default=None, help=f"LoRA + decoder learning rate (default {_D.lr:g})")
+    g.add_argument("--lr-prompt", type=float, default=None,
+                   help=f"prompt UNet learning rate (default {_D.lr_prompt:g})")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--max-time", type=float, default=None, metavar="MINUTES", help="wall-time budget")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -84,7 +94,7 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (best/, last.ckpt, metrics.csv, ...)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
-    g.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"))
+    g.add_argument("--device", default=None, choices=DEVICE_CHOICES)
     g.add_argument("--devices", type=int, default=None, help="number of devices (DDP when > 1)")
     g.add_argument("--threads", type=int, default=None, dest="num_threads", help="torch.set_num_threads")
     g.add_argument("--no-channels-last", action="store_true", help="disable channels_last encoder input")
@@ -92,30 +102,21 @@ def add_arguments(parser) -> None:
 
 
 def build_config(args):
-    """argparse namespace -> TrainConfig (flags left at None keep the dataclass defaults)."""
-    from sac.training.config import TrainConfig
-
+    """argparse namespace -> TrainConfig: every flag whose dest is a TrainConfig field sets it unless left at
+    None (then the dataclass default applies); ``--data``/``--extra-data``/``--split``, ``--scale`` and the
+    ``--no-*`` switches are translated below."""
     cfg = TrainConfig()
     sources = [_source(t) for t in list(args.data) + list(args.extra_data)]
     for s in sources:
         s.split = s.split or args.split
     cfg.data = sources
-    cfg.val_split = args.val_split
-    for name in ("val_from_train", "val_seed", "val_crops_per_image", "val_max_images", "variant", "backbone",
-                 "sam_checkpoint", "lora_rank", "lora_last_n_layers", "n_points", "select", "init_from", "epochs",
-                 "min_epochs", "patience", "crops_per_epoch", "batch_size", "lr", "lr_prompt", "seed", "max_time",
-                 "max_steps", "warmup_minutes", "device", "devices", "num_threads", "monitor", "objects_per_crop"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(cfg, name, value)
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if f.name != "data" and value is not None:
+            setattr(cfg, f.name, value)
     if args.scale is not None:
         cfg.scale_min, cfg.scale_max = args.scale
     cfg.channels_last = not args.no_channels_last
-    cfg.crop_pool = bool(args.crop_pool)
-    cfg.mask_prompt = bool(args.mask_prompt)
-    cfg.distance_head = bool(args.distance_head)
-    cfg.freeze_sam = bool(args.freeze_sam)
-    cfg.vary_points = bool(args.vary_points)
     cfg.progress_bar = not args.no_progress
     return cfg
 

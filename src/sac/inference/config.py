@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sac.devices import DEVICE_CHOICES  # noqa: F401 -- re-exported: every inference choice list is importable here
 from sac.errors import SACError
+from sac.models.config import SELECT_METHODS as SELECT_CHOICES
 
-SELECT_CHOICES = ("centroid", "random")
 INSTANCE_CHOICES = ("watershed", "components", "none")
 
 

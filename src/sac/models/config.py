@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+SELECT_METHODS = ("centroid", "random")  # prompt selection rules: connected-component centroids (O), random (R)
+
 
 @dataclass
 class LoraConfig:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from sac.models.config import PromptConfig
+from sac.models.config import SELECT_METHODS, PromptConfig
 
-SELECT_METHODS = ("centroid", "random")
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from sac.postprocess import DISTANCE_H, DISTANCE_SIGMA
+
 
 def components(mask: np.ndarray, min_area: int = 0) -> np.ndarray:
     """Connected components (8-connectivity) of ``mask bool [H, W]`` -> ``int32 [H, W]`` ids 1..N."""
@@ -101,12 +103,6 @@ def watershed_instances(
     return _drop_small(labels, min_area)
 
 
-# Markers on a distance head's map (units: fraction of a nucleus's own peak distance); see module docstring.
-# Chosen on the default model's validation maps (benchmarks/instances_from_maps.py) among h in {0.05, 0.1, 0.15,
-# 0.2, 0.3} by the mean AJI of the MoNuSeg hold-out and DSB val: lower h splits more (best for dense H&E, 0.1),
-# higher h less (best for DSB's larger nuclei, 0.2).
-DISTANCE_H = 0.15
-DISTANCE_SIGMA = 1.0
 
 
 def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:

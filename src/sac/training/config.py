@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from sac.devices import DEVICE_CHOICES
+from sac.models.config import SELECT_METHODS
+
 VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet", "interactive")
 """``sac``: LoRA(Q,V) + mask decoder + UNet prompt generator (the paper's method).
 ``sam-ft``: mask decoder only (no LoRA), prompts = 0-3 expert-style points from the ground truth.
@@ -110,8 +113,8 @@ class TrainConfig:
             raise SACError(f"unknown --variant {self.variant!r} (valid: {', '.join(VARIANTS)})")
         if not self.data:
             raise SACError("no training data: give at least one --data ROOT[:SPLIT]")
-        if self.select not in ("centroid", "random"):
-            raise SACError(f"unknown --select {self.select!r} (valid: centroid, random)")
+        if self.select not in SELECT_METHODS:
+            raise SACError(f"unknown --select {self.select!r} (valid: {', '.join(SELECT_METHODS)})")
         for name in ("epochs", "crops_per_epoch", "batch_size", "devices", "val_crops_per_image"):
             if getattr(self, name) < 1:
                 raise SACError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
@@ -129,8 +132,8 @@ class TrainConfig:
             raise SACError("--objects-per-crop and the validation objects per crop must be >= 1")
         if self.freeze_sam and self.variant != "sac":
             raise SACError("--freeze-sam applies to --variant sac only")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise SACError(f"unknown --device {self.device!r} (valid: cpu, cuda, auto)")
+        if self.device not in DEVICE_CHOICES:
+            raise SACError(f"unknown --device {self.device!r} (valid: {', '.join(DEVICE_CHOICES)})")
         if self.max_time is not None and self.max_time <= 0:
             raise SACError(f"--max-time must be > 0 minutes (got {self.max_time})")
 
