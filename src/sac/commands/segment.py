@@ -1,5 +1,7 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
+from sac.inference.config import ENGINE_CHOICES
+
 HELP = "Segment nuclei in images: masks, instances, measurements, QuPath/napari outputs."
 
 _EPILOG = """\
@@ -12,7 +14,8 @@ detections); summary.csv for several images. Expert points are "x,y,label;..." i
 
 def add_arguments(parser):
     parser.epilog = _EPILOG
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs (PNG/JPEG/BMP/TIFF)")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, folders or globs (PNG/JPEG/BMP/TIFF); slide files (SVS/NDPI/MRXS/...)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--model", default="default",
                         help="'default' (bundled), 'sam' (zero-shot backbone), a model folder or a run folder")
@@ -39,11 +42,33 @@ def add_arguments(parser):
                              "still runs once)")
     parser.add_argument("--min-area", type=int, default=10, metavar="PX", help="drop nuclei smaller than this")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default=None,
+                        help="what runs the model on the CPU (default auto: the fastest installed that matches torch; "
+                             "--device cuda runs torch)")
     parser.add_argument("--formats", default="mask,labels,overlay,csv,geojson",
                         help="comma-separated subset of mask,labels,overlay,csv,geojson")
     parser.add_argument("--sam-checkpoint", default=None, metavar="PATH",
                         help="official SAM .pth for models on a vit_b/l/h backbone")
     parser.add_argument("--seed", type=int, default=0, help="seed of random prompt selection")
+    slides = parser.add_argument_group(
+        "whole-slide images and scale-out",
+        "slides (SVS, NDPI, MRXS, OME-TIFF, pyramidal TIFF) are always segmented block by block; flat images too "
+        "with --workers/--scheduler. Outputs: <stem>_labels.zarr, .geojson, _nuclei.csv, _overlay.png (downscaled), "
+        "_slide.json. See docs/slides.md.")
+    slides.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run blocks on a local Dask cluster of N processes (default: in this process)")
+    slides.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        help="run blocks on an existing dask.distributed cluster")
+    slides.add_argument("--mpp", type=float, default=None, metavar="UM",
+                        help="microns per pixel of the input (level 0), overriding the slide's own value")
+    slides.add_argument("--roi", default=None, metavar="x,y,w,h", help="region of a slide, level-0 pixels")
+    slides.add_argument("--tissue-threshold", type=float, default=None, metavar="S",
+                        help="HSV saturation above which a thumbnail pixel is tissue (default: Otsu, at most 0.1)")
+    slides.add_argument("--no-tissue-mask", action="store_true", help="segment the whole slide, glass included")
+    slides.add_argument("--resume", action="store_true",
+                        help="finish an interrupted block-wise run (blocks already done are not recomputed)")
+    slides.add_argument("--block", type=int, default=None, metavar="PX",
+                        help="block core side in analysis pixels (default 2048)")
 
 
 def run(args) -> int:
@@ -61,9 +86,18 @@ def run(args) -> int:
     cfg = InferenceConfig(
         tile=args.tile, overlap=args.overlap, scale=args.scale, n_points=args.points, select=args.select,
         instances=args.instances, min_area=args.min_area, seed=args.seed, split_h=args.split_h, tta=args.tta,
+        **({"engine": args.engine} if args.engine else {}),
     ).validate()
     formats = parse_formats(args.formats)
     points = parse_expert_points(args.expert_points)
+    from sac.inference.distributed import SlideOptions
+    from sac.inference.slide import parse_roi
+
+    slide_opts = SlideOptions(
+        workers=args.workers, scheduler=args.scheduler, mpp=args.mpp, roi=parse_roi(args.roi),
+        tissue_threshold=args.tissue_threshold, tissue_mask=not args.no_tissue_mask, resume=args.resume,
+        block=args.block,
+    ).validate()
     images, problems = expand_inputs(args.inputs)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)
@@ -73,7 +107,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from sac.inference.api import load_model
+    from sac.inference.distributed import segment_blocks_file
     from sac.inference.files import segment_file
+    from sac.inference.slide import is_slide
     from sac.inference.writers import write_summary
 
     start = time.perf_counter()
@@ -84,7 +120,10 @@ def run(args) -> int:
     bar = tqdm(images, desc="images", unit="img", disable=None, file=sys.stderr)
     for path in bar:
         bar.set_postfix_str(path.name)
-        row = segment_file(segmenter, path, out, formats, points)
+        if slide_opts.workers or slide_opts.scheduler or is_slide(path):
+            row = segment_blocks_file(path, args.model, segmenter, slide_opts, out, formats, points)
+        else:
+            row = segment_file(segmenter, path, out, formats, points)
         if row["status"] != "ok":
             failed += 1
             tqdm.write(f"error: {row['status']}", file=sys.stderr)
