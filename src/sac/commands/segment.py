@@ -69,6 +69,9 @@ def add_arguments(parser):
                         help="finish an interrupted block-wise run (blocks already done are not recomputed)")
     slides.add_argument("--block", type=int, default=None, metavar="PX",
                         help="block core side in analysis pixels (default 2048)")
+    slides.add_argument("--halo", type=int, default=None, metavar="PX",
+                        help="context around each block, analysis pixels; > the largest nucleus + 16 (default "
+                             "128, divided by the scale below 1)")
 
 
 def run(args) -> int:
@@ -96,7 +99,7 @@ def run(args) -> int:
     slide_opts = SlideOptions(
         workers=args.workers, scheduler=args.scheduler, mpp=args.mpp, roi=parse_roi(args.roi),
         tissue_threshold=args.tissue_threshold, tissue_mask=not args.no_tissue_mask, resume=args.resume,
-        block=args.block,
+        block=args.block, halo=args.halo,
     ).validate()
     images, problems = expand_inputs(args.inputs)
     for msg in problems:

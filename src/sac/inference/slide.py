@@ -232,3 +232,29 @@ def tissue_mask(thumb: np.ndarray, threshold: float | None = None) -> tuple[np.n
     small = max(1, mask.size // 1000)
     mask = remove_small_holes(remove_small_objects(mask, max_size=small), max_size=small)
     return mask, float(threshold)
+
+
+def write_pyramid_tiff(path: str | Path, image: np.ndarray, mpp: float | None, *, levels: int = 3, tile: int = 256,
+                       compression: str = "zlib") -> None:
+    """Write ``uint8 [H, W, 3]`` as a tiled pyramidal TIFF (level 0 plus ``levels - 1`` halvings in SubIFDs) with
+    ``mpp`` microns per pixel in its resolution tags (None: no resolution), atomically. The layout QuPath and
+    tiffslide read as a generic pyramidal slide; used by the tests and benchmarks to build slides from images."""
+    import tifffile
+    from skimage.transform import downscale_local_mean
+
+    from sac.atomic import atomic_path
+
+    pyramid = [np.asarray(image, np.uint8)]
+    for _ in range(levels - 1):
+        pyramid.append(downscale_local_mean(pyramid[-1], (2, 2, 1)).round().astype(np.uint8))
+
+    def res(k: int) -> dict:
+        if mpp is None:
+            return {}
+        return {"resolution": (1e4 / (mpp * 2**k),) * 2, "resolutionunit": "CENTIMETER"}
+
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=pyramid[0].nbytes > 2**31) as tw:
+        tw.write(pyramid[0], tile=(tile, tile), compression=compression, photometric="rgb",
+                 subifds=len(pyramid) - 1, **res(0))
+        for k, level in enumerate(pyramid[1:], start=1):
+            tw.write(level, tile=(tile, tile), compression=compression, photometric="rgb", subfiletype=1, **res(k))
