@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order is the order shown in `sac --help`.
-COMMANDS = ("segment", "train", "evaluate", "info", "data")
+COMMANDS = ("segment", "train", "evaluate", "serve", "info", "data")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -34,7 +34,7 @@ def add_arguments(parser):
                         help="memory budget of all sessions; beyond it the least recently used are closed")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default=None,
                         help="inference engine (default: the library's, see docs/engines.md)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="where the model runs")
     parser.add_argument("--workers", type=int, default=1,
                         help="automatic segmentations run at once (others wait in a queue)")
     parser.add_argument("--sam-checkpoint", default=None, metavar="PATH",

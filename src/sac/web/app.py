@@ -164,6 +164,7 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:
     def info():
         return {
             "model": {k: v for k, v in model.info.items() if k != "folder"}, "device": model.device,
+            "engine": getattr(getattr(segmenter, "engine", None), "name", "torch"),
             "max_upload_mb": settings.max_upload_mb, "max_pixels": MAX_PIXELS, "library": settings.data_dir is not None,
             "can_save": settings.train_dir is not None, "split_pattern": SPLIT_PATTERN.pattern, "formats": FORMATS,
         }

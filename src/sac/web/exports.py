@@ -63,6 +63,9 @@ def save_example(root: Path | None, split: str, name: str, image: np.ndarray, la
         n = len(list_pairs(root, split))
     except OSError as exc:
         raise SACError(f"cannot write the training example under {root}: {exc.strerror or exc}") from None
+    # `sac train` validates on a "val" split when the root has one, else it needs --val-from-train.
+    has_val = split != "val" and (root / "val" / "images").is_dir()
+    hold_out = "" if has_val else " --val-from-train 1"
     return {"split": split, "image": img_path.relative_to(root).as_posix(),
             "labels": lab_path.relative_to(root).as_posix(), "pairs_in_split": n,
-            "train_command": f"sac train --init-from default --data {root} --split {split} --out RUN_DIR"}
+            "train_command": f"sac train --init-from default --data {root} --split {split}{hold_out} --out RUN_DIR"}

@@ -5,7 +5,9 @@ import { Viewer } from "/static/view.js";
 const $ = (id) => document.getElementById(id);
 const view = $("view"), viewer = new Viewer(view, $("image"), $("overlay"));
 const state = { tool: "add", status: "empty", nNuclei: null, busy: 0, queue: Promise.resolve(), splitting: false };
-window.sac = { viewer, state }; // for tests and the browser console
+// Click round trips (ms): from the click to the first frame drawn with the server's reply (benchmarks read them).
+const latencies = [];
+window.sac = { viewer, state, latencies }; // for tests, benchmarks and the browser console
 
 // ------------------------------------------------------------------ server calls
 async function api(path, options = {}) {
@@ -26,11 +28,13 @@ function say(text, error = false) { const m = $("message"); m.textContent = text
 
 // Edits run one after the other, in click order.
 function edit(op, body = {}) {
+  const t0 = performance.now();
   state.busy++; document.body.dataset.busy = state.busy;
   state.queue = state.queue.then(async () => {
     try {
       const r = await json("/api/" + op, body);
       viewer.apply(r.contours);
+      requestAnimationFrame(() => latencies.push({ op, ms: performance.now() - t0 }));
       state.nNuclei = r.n_nuclei;
       say(r.message);
       stats();
