@@ -89,7 +89,8 @@ def first_contours(url: str, image: np.ndarray, deadline: float) -> dict:
         payload = c.get("/api/contours").json()
         seconds = time.perf_counter() - t0
     return {"seconds": round(seconds, 2), "server_segment_seconds": st.get("seconds"), "tiles": st.get("total"),
-            "n_nuclei": payload["n_nuclei"], "outlines": len(payload["nuclei"])}
+            "n_nuclei": payload["n_nuclei"], "outlines": len(payload["nuclei"]), "session_mb": st.get("memory_mb"),
+            "contours_payload_mb": round(len(json.dumps(payload)) / 2**20, 2)}
 
 
 def sac_segment(image_path: Path, model: str) -> dict:
@@ -115,6 +116,7 @@ def client_loop(url: str, image: np.ndarray, seconds: float, deadline: float, se
             errors.append(f"open {r.status_code}: {r.text[:200]}")
         st = wait_ready(c, deadline)
         out["ready_seconds"] = round(time.perf_counter() - t0, 2)
+        out["session_mb"] = st.get("memory_mb")
         if st["status"] != "ready":
             errors.append(f"not ready: {st}")
         else:
@@ -207,6 +209,7 @@ def main() -> int:
             "undo_ms": {"n": len(undos), "median": pct(undos, 50), "p95": pct(undos, 95), "max": pct(undos, 100)},
             "clicks_per_second": round((len(adds) + len(undos)) / max(args.seconds, 1e-9), 1),
             "ready_seconds": {"median": pct(ready, 50), "max": pct(ready, 100)},
+            "session_mb_median": pct([o["session_mb"] for o in outs if o.get("session_mb") is not None], 50),
             "server_peak_rss_mb": round(max(mem["VmHWM"] or 0, peak["VmRSS"]), 1),
             "server_rss_end_mb": round(mem["VmRSS"] or 0, 1),
         }

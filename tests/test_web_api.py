@@ -56,6 +56,7 @@ def png(image: np.ndarray) -> bytes:
 
 def make_client(model, **kw) -> TestClient:
     loaded, folder = model
+    kw.setdefault("engine", "torch")  # no graph export / compilation for a throw-away random model
     app = create_app(ServeSettings(model=folder, **kw), model=loaded)
     return TestClient(app)
 
@@ -83,7 +84,7 @@ def opened(client, image, name="crop.png") -> dict:
 
 def library_editor(model, image) -> Editor:
     loaded, _ = model
-    return Editor.from_segmenter(loaded.segmenter(inference_config(ServeSettings())), image)
+    return Editor.from_segmenter(loaded.segmenter(inference_config(ServeSettings(engine="torch"))), image)
 
 
 def apply_delta(held: dict, delta: dict) -> None:
@@ -223,7 +224,7 @@ def test_save_as_training_example(tiny_model, crop, tmp_path):
         assert r.status_code == 200, r.text
         out = r.json()
         root = data / "sac-corrections"
-        assert out["pairs_in_split"] == 1 and "sac train --init-from default --data" in out["train_command"]
+        assert out["pairs_in_split"] == 1 and "save one example to the split 'val'" in out["train_hint"]
         (pid, img, lab), = list_pairs(root, "train")
         assert pid.startswith("my_crop-")
         np.testing.assert_array_equal(read_image(img), crop)
@@ -231,10 +232,14 @@ def test_save_as_training_example(tiny_model, crop, tmp_path):
         assert len(np.unique(read_labels(lab))) == len(np.unique(server_labels(c)))
         again = c.post("/api/save-example", json={"split": "train"}).json()  # same image: replaced, not added
         assert again["pairs_in_split"] == 1
+        val = c.post("/api/save-example", json={"split": "val"}).json()
+        assert val["pairs_in_split"] == 1 and val["image"].startswith("val/images/")
+        hint = c.post("/api/save-example", json={"split": "train"}).json()["train_hint"]
+        assert hint == f"sac train --init-from default --data {root.resolve()} --split train --out RUN_DIR"
         for bad in ("../x", "a/b", "", "x" * 65, "tr ain", "..", "/etc"):
             assert c.post("/api/save-example", json={"split": bad}).status_code == 400, bad
         assert c.post("/api/save-example", json={"split": 3}).status_code == 422
-        assert sorted(p.name for p in root.iterdir()) == ["train"]
+        assert sorted(p.name for p in root.iterdir()) == ["train", "val"]
         # the saved examples are not offered as images to open
         assert c.get("/api/library").json()["items"] == []
         from sac.data.dataset import CropDataset

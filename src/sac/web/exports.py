@@ -63,9 +63,25 @@ def save_example(root: Path | None, split: str, name: str, image: np.ndarray, la
         n = len(list_pairs(root, split))
     except OSError as exc:
         raise SACError(f"cannot write the training example under {root}: {exc.strerror or exc}") from None
-    # `sac train` validates on a "val" split when the root has one, else it needs --val-from-train.
-    has_val = split != "val" and (root / "val" / "images").is_dir()
-    hold_out = "" if has_val else " --val-from-train 1"
     return {"split": split, "image": img_path.relative_to(root).as_posix(),
-            "labels": lab_path.relative_to(root).as_posix(), "pairs_in_split": n,
-            "train_command": f"sac train --init-from default --data {root} --split {split}{hold_out} --out RUN_DIR"}
+            "labels": lab_path.relative_to(root).as_posix(), "pairs_in_split": n, "train_hint": train_hint(root, split)}
+
+
+def _pairs(root: Path, split: str) -> int:
+    try:
+        return len(list_pairs(root, split))
+    except SACError:
+        return 0
+
+
+def train_hint(root: Path, split: str) -> str:
+    """The `sac train` command that learns from ``root`` now, or what is still missing: `sac train` validates on
+    a "val" split when the root has one, else it holds out --val-from-train images (and needs one left to train)."""
+    train = "train" if split == "val" else split
+    command = f"sac train --init-from default --data {root} --split {train} --out RUN_DIR"
+    n_train, n_val = _pairs(root, train), _pairs(root, "val")
+    if n_val and n_train:
+        return command
+    if n_train >= 2:
+        return command + " --val-from-train 1"
+    return f"before training, save one example to the split 'val' and more to '{train}'"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sac.data.io import IMAGE_SUFFIXES
 from sac.errors import SACError
-from sac.inference.files import IMAGE_SUFFIXES
 from sac.inference.reader import TIFF_SUFFIXES, TiffSource, open_image
 from sac.web.errors import NotFound, TooLarge, Unsupported, WebError
 from sac.web.settings import MAX_PIXELS

@@ -101,6 +101,7 @@ class Session:
             "status": self.status, "done": self.done, "total": self.total, "message": self.message,
             "name": self.name, "width": W, "height": H, "n_nuclei": n, "seconds": round(self.seconds, 2),
             "version": self.contours.version if self.contours is not None else None,
+            "memory_mb": round(self.nbytes / 2**20, 1),
         }
 
     def ready_editor(self):

@@ -231,7 +231,7 @@ $("save-example").onclick = async () => {
   try {
     await state.queue;
     const r = await json("/api/save-example", { split: $("split-name").value });
-    say(`saved ${r.image} (+ labels); ${r.pairs_in_split} example(s) in split ${r.split}. Train: ${r.train_command}`);
+    say(`saved ${r.image} (+ labels); ${r.pairs_in_split} example(s) in split ${r.split}. Next: ${r.train_hint}`);
   } catch (e) { say(e.message, true); }
 };
 
