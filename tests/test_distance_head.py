@@ -17,8 +17,6 @@ from sac.modelfile import load_model_file
 from sac.models.config import SACConfig, UNetConfig
 from sac.postprocess.instances import make_instances, watershed_instances
 from sac.training.run import load_init_weights, replicate_channels
-from test_inference_blockwise import assert_same_nuclei, touching_disks
-from test_training import make_dataset
 
 FAST = ["--backbone", "vit_tiny", "--batch-size", "2", "--crops-per-epoch", "4", "--val-crops", "1",
         "--threads", "1", "--no-progress"]
@@ -104,7 +102,7 @@ def test_watershed_follows_the_distance_map():
         watershed_instances(mask, distance=np.zeros((3, 3), np.float32))
 
 
-def test_blockwise_slices_the_distance_map():
+def test_blockwise_slices_the_distance_map(same_nuclei, touching_disks):
     mask = touching_disks(700, 650, 900, 4, 9, seed=3)
     # A smooth stand-in for a learned map: the normalised distance transform of each connected component.
     from scipy import ndimage as ndi
@@ -113,11 +111,11 @@ def test_blockwise_slices_the_distance_map():
     dist = distance_target(comp)
     single = make_instances(mask, "watershed", min_area=5, distance=dist)
     blocks = make_instances(mask, "watershed", min_area=5, distance=dist, block=256, halo=64, blockwise_above=0)
-    assert_same_nuclei(single, blocks, max_changed=0.01)  # flood ties at borders, as for prob
+    same_nuclei(single, blocks, max_changed=0.01)  # flood ties at borders, as for prob
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, make_dataset):
     return make_dataset(tmp_path_factory.mktemp("nuclei") / "toy", n_train=4, n_val=2, size=160)
 
 

@@ -11,53 +11,6 @@ from sac.postprocess.blockwise import MARGIN, blockwise_watershed
 from sac.postprocess.instances import components, make_instances, watershed_instances
 
 
-def touching_disks(height: int, width: int, n: int, rmin: float, rmax: float, seed: int) -> np.ndarray:
-    """``bool [height, width]``: ``n`` random disks, dense enough that many touch and form multi-nucleus blobs."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((height, width), dtype=bool)
-    for y, x, r in zip(rng.uniform(0, height, n), rng.uniform(0, width, n), rng.uniform(rmin, rmax, n),
-                       strict=True):
-        y0, y1 = int(max(0, y - r - 1)), int(min(height, y + r + 2))
-        x0, x1 = int(max(0, x - r - 1)), int(min(width, x + r + 2))
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        mask[y0:y1, x0:x1] |= (yy - y) ** 2 + (xx - x) ** 2 <= r * r
-    return mask
-
-
-def assert_same_partition(a: np.ndarray, b: np.ndarray) -> None:
-    """``a`` and ``b`` label the same pixels and split them into the same objects (ids may differ)."""
-    assert a.dtype == b.dtype == np.int32
-    assert np.array_equal(a > 0, b > 0), "different foreground"
-    n = int(a.max())
-    assert int(b.max()) == n and len(np.unique(b)) == n + 1, "ids not 1..N or different counts"
-    fg = a > 0
-    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
-    # A bijection between ids: every object of a maps to exactly one object of b and vice versa, i.e. no
-    # nucleus is cut at a seam (it would map to two ids) and none is merged or duplicated.
-    assert pairs.shape[1] == n, f"{pairs.shape[1] - n} object pairs differ"
-
-
-def assert_same_nuclei(a: np.ndarray, b: np.ndarray, max_changed: float) -> int:
-    """Same foreground, same number of nuclei, ids 1..N, and a one-to-one match in which every nucleus of ``a``
-    shares more than half of its pixels with its own nucleus of ``b`` (so none is cut, merged or duplicated); at
-    most ``max_changed`` (fraction) of the nuclei differ in any pixel. Returns the number that differ."""
-    assert a.dtype == b.dtype == np.int32
-    assert np.array_equal(a > 0, b > 0), "different foreground"
-    n = int(a.max())
-    assert int(b.max()) == n and len(np.unique(b)) == n + 1, "ids not 1..N or different counts"
-    fg = a > 0
-    pairs, counts = np.unique(np.stack([a[fg], b[fg]]), axis=1, return_counts=True)
-    area_a = np.bincount(a[fg], minlength=n + 1)
-    area_b = np.bincount(b[fg], minlength=n + 1)
-    iou = counts / (area_a[pairs[0]] + area_b[pairs[1]] - counts)
-    good = iou > 0.5  # IoU > 0.5 pairs are one-to-one by construction; demand one for every nucleus of a and b
-    assert np.array_equal(np.sort(pairs[0][good]), np.arange(1, n + 1)), "a nucleus of a lost its match"
-    assert np.array_equal(np.sort(pairs[1][good]), np.arange(1, n + 1)), "a nucleus of b lost its match"
-    changed = len(np.unique(pairs[0][iou < 1]))
-    assert changed <= max_changed * n, f"{changed} of {n} nuclei differ"
-    return changed
-
-
 def crossing_seams(labels: np.ndarray, block: int) -> int:
     """Number of objects whose pixels lie in more than one ``block x block`` core."""
     from scipy import ndimage as ndi
@@ -70,7 +23,7 @@ def crossing_seams(labels: np.ndarray, block: int) -> int:
     return n
 
 
-def test_blockwise_equals_single_pass_on_touching_disks():
+def test_blockwise_equals_single_pass_on_touching_disks(same_nuclei, touching_disks):
     """2000 x 1800 px of touching disks (r 4-12 px) in 256 px blocks (8 x 8 cores, ragged last row/column), halo
     48 px, >300 nuclei crossing seams. Guaranteed (module docstring): the same foreground, the same seeds and
     hence the same number of nuclei, each whole and once. Not guaranteed: pixel-exact borders between two
@@ -84,10 +37,10 @@ def test_blockwise_equals_single_pass_on_touching_disks():
     blocks = blockwise_watershed(mask, min_area=10, points=points, block=256, halo=48)
     assert single.max() > 2000
     assert crossing_seams(single, 256) > 300  # the seams are really exercised
-    assert assert_same_nuclei(single, blocks, max_changed=0.005) <= 0.005 * single.max()
+    assert same_nuclei(single, blocks, max_changed=0.005) <= 0.005 * single.max()
 
 
-def test_large_component_gets_its_own_crop_then_one_object():
+def test_large_component_gets_its_own_crop_then_one_object(same_partition, touching_disks):
     """A chain of touching disks ~500 px long crosses several 128 px seams and is longer than the 32 px halo: it is
     processed alone in its own crop (same result as the single pass); with ``max_crop`` below its box it becomes
     one connected-component object, and everything else is unchanged."""
@@ -98,7 +51,7 @@ def test_large_component_gets_its_own_crop_then_one_object():
         mask |= (yy - y) ** 2 + (xx - x) ** 2 <= 8**2
     single = watershed_instances(mask, min_area=10)
     # Its box + margin is ~550 x 480 px: above the default max_crop of 4 * (128 + 64)^2, so allow it explicitly.
-    assert_same_partition(single, blockwise_watershed(mask, min_area=10, block=128, halo=32, max_crop=300_000))
+    same_partition(single, blockwise_watershed(mask, min_area=10, block=128, halo=32, max_crop=300_000))
 
     from scipy import ndimage as ndi
 
@@ -114,21 +67,21 @@ def test_large_component_gets_its_own_crop_then_one_object():
     assert capped.max() == len(np.unique(capped)) - 1  # ids 1..N
 
 
-def test_make_instances_dispatch_small_and_large():
+def test_make_instances_dispatch_small_and_large(same_partition, touching_disks):
     """Below the threshold the single-pass code path is used unchanged (identical array); above it the blockwise
     watershed gives the same partition, and components the identical array."""
     mask = touching_disks(700, 600, 500, 4, 10, seed=2)
     small = make_instances(mask, "watershed", min_area=10)
     assert np.array_equal(small, watershed_instances(mask, min_area=10))
     large = make_instances(mask, "watershed", min_area=10, block=200, halo=40, blockwise_above=100_000)
-    assert_same_partition(small, large)
+    same_partition(small, large)
     for method in ("components", "none"):
         ref = components(mask, min_area=30)
         assert np.array_equal(make_instances(mask, method, min_area=30, blockwise_above=100_000), ref)
         assert np.array_equal(make_instances(mask, method, min_area=30), ref)
 
 
-def test_blockwise_edge_cases():
+def test_blockwise_edge_cases(same_partition, touching_disks):
     empty = np.zeros((300, 200), dtype=bool)
     out = blockwise_watershed(empty, block=64, halo=32)
     assert out.dtype == np.int32 and not out.any()
@@ -136,7 +89,7 @@ def test_blockwise_edge_cases():
         blockwise_watershed(empty, block=64, halo=MARGIN)
     # Pieces below min_area disappear exactly as in the single pass.
     mask = touching_disks(400, 400, 300, 1, 6, seed=3)
-    assert_same_partition(watershed_instances(mask, min_area=40),
+    same_partition(watershed_instances(mask, min_area=40),
                           blockwise_watershed(mask, min_area=40, block=100, halo=30))
 
 

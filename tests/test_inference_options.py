@@ -57,10 +57,9 @@ def test_split_h_reaches_the_watershed_only_with_a_distance_map(model, monkeypat
     assert seen == [(0.1, True), (None, True), (None, False)]
 
 
-def test_lower_split_h_never_gives_fewer_nuclei():
+def test_lower_split_h_never_gives_fewer_nuclei(touching_disks):
     from sac.data.targets import distance_target
     from sac.postprocess.instances import make_instances
-    from test_inference_blockwise import touching_disks
 
     mask = touching_disks(200, 200, 60, 6, 10, seed=0)
     from scipy import ndimage as ndi

@@ -186,6 +186,70 @@ def test_geojson_is_a_qupath_detection_collection(tmp_path):
     assert min(ys) == pytest.approx(2.0) and max(ys) == pytest.approx(5.0)
 
 
+def _simple(ring) -> bool:
+    """True when no two non-adjacent edges of the closed ring touch or cross (a simple polygon); the textbook
+    orientation test, collinear overlaps included."""
+    pts = [tuple(p) for p in ring]
+    edges = list(zip(pts[:-1], pts[1:], strict=True))
+    n = len(edges)
+
+    def orient(p, q, r):
+        v = (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+        return (v > 0) - (v < 0)
+
+    def on_segment(p, q, r):  # r collinear with p-q: within its bounding box?
+        return min(p[0], q[0]) <= r[0] <= max(p[0], q[0]) and min(p[1], q[1]) <= r[1] <= max(p[1], q[1])
+
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # the last edge shares the first vertex
+            (p1, q1), (p2, q2) = edges[i], edges[j]
+            o1, o2, o3, o4 = orient(p1, q1, p2), orient(p1, q1, q2), orient(p2, q2, p1), orient(p2, q2, q1)
+            if o1 != o2 and o3 != o4:
+                return False
+            if (o1 == 0 and on_segment(p1, q1, p2)) or (o2 == 0 and on_segment(p1, q1, q2)) \
+                    or (o3 == 0 and on_segment(p2, q2, p1)) or (o4 == 0 and on_segment(p2, q2, q1)):
+                return False
+    return True
+
+
+def test_geojson_rings_are_valid_and_split_ids_are_multipolygons(tmp_path):
+    """RFC 7946 validity: closed rings of >= 4 positions, exterior rings counterclockwise (positive shoelace area in
+    the file's coordinates), no self-intersection; an id in two pieces (two blobs touching only at a corner, and a
+    far-away one) is one MultiPolygon whose pieces cover all of its pixels, not its longest contour alone."""
+    lab = watershed_instances(_touching_disks())
+    odd = lab.max() + 1
+    lab[60:66, 5:11] = odd  # a 6 x 6 block ...
+    lab[66:70, 11:15] = odd  # ... and a 4 x 4 one touching it only at a corner
+    lab[70:73, 90:93] = odd  # ... and a 3 x 3 one far away
+    write_geojson(tmp_path / "n.geojson", lab)
+    features = json.loads((tmp_path / "n.geojson").read_text())["features"]
+    feats = {f["properties"]["nucleus_id"]: f["geometry"] for f in features}
+    assert sorted(feats) == list(range(1, odd + 1))
+    for idx, geom in feats.items():
+        polys = geom["coordinates"] if geom["type"] == "MultiPolygon" else [geom["coordinates"]]
+        assert geom["type"] == ("MultiPolygon" if idx == odd else "Polygon")
+        total = 0.0
+        for poly in polys:
+            ring = poly[0]
+            assert ring[0] == ring[-1] and len(ring) >= 4
+            assert _signed(ring) > 0, f"nucleus {idx}: exterior ring is clockwise"
+            assert _simple(ring), f"nucleus {idx}: ring intersects itself"
+            total += _signed(ring)
+        area = (lab == idx).sum()
+        assert abs(total - area) < 0.25 * area  # the pieces together outline the whole nucleus
+    multi = feats[odd]["coordinates"]
+    assert len(multi) == 3 and _signed(multi[0][0]) > _signed(multi[1][0]) > _signed(multi[2][0])  # largest first
+    # the ring the web page draws is the largest piece
+    assert dict(nucleus_polygons(lab))[odd] == multi[0][0]
+
+
+def _signed(ring) -> float:
+    xy = np.asarray(ring)
+    return 0.5 * float(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1]))
+
+
 def test_csv_has_one_row_per_nucleus(tmp_path):
     lab = watershed_instances(_touching_disks())
     write_table(tmp_path / "t.csv", nuclei_table(lab, np.zeros((*lab.shape, 3), np.uint8)))

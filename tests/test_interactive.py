@@ -19,7 +19,6 @@ from sac.modelfile import load_model_file, save_model
 from sac.models.config import SACConfig
 from sac.training.config import DataSource, TrainConfig
 from sac.training.interactive import InteractiveLitModule, pick_objects
-from test_training import _batch, make_dataset
 
 TINY = SACConfig(backbone="vit_tiny")
 
@@ -158,10 +157,10 @@ def _lit(**kw) -> InteractiveLitModule:
 
 
 @pytest.mark.parametrize("box, refine", [(0.0, 0.0), (1.0, 1.0)])
-def test_gradients_reach_only_the_object_decoder(box, refine):
+def test_gradients_reach_only_the_object_decoder(box, refine, tiny_batch):
     module = _lit(object_box_prob=box, object_refine_prob=refine, object_no_mask_prob=0.0)
     module.train()
-    loss = module.training_step(_batch(), 0)
+    loss = module.training_step(tiny_batch(), 0)
     assert torch.isfinite(loss)
     loss.backward()
     got = 0
@@ -183,7 +182,7 @@ def test_config_requires_init_from_and_click_iou():
         replace(TrainConfig(), data=[DataSource("x")], monitor="click_iou").validate()
 
 
-def test_short_interactive_run_trains_and_saves(tmp_path):
+def test_short_interactive_run_trains_and_saves(tmp_path, make_dataset):
     from sac.training.run import train
 
     data = make_dataset(tmp_path / "toy", n_train=3, n_val=1, size=140)
@@ -206,3 +205,14 @@ def test_short_interactive_run_trains_and_saves(tmp_path):
     assert moved
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert "val_click_iou" in rows[0] and len(rows) == 3
+
+
+def test_sac_info_counts_the_interactive_head(capsys):
+    from sac.cli import main
+
+    assert main(["info", "--json", "--interactive"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["object_decoder"] == info["mask_decoder"] == 4_058_340
+    assert info["trainable"] == info["lora"] + info["mask_decoder"] + info["object_decoder"] + info["prompt_generator"]
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["object_decoder"] == 0

@@ -14,56 +14,17 @@ import torch
 from sac.backbones import build_sac
 from sac.data.dataset import CropDataset, grid_positions
 from sac.errors import SACError
-from sac.evaluation.validation import summarise
 from sac.training.callbacks import AtomicCheckpointIO, replace_dir
-from sac.training.config import DataSource, TrainConfig
+from sac.training.config import DataSource, TrainConfig, from_dict, to_dict
 from sac.training.datamodule import holdout, resolve_splits
 from sac.training.encoder_split import SplitEncoder
 from sac.training.module import SACLitModule, expert_points_from_labels, sac_config
-
-
-def make_dataset(root: Path, n_train: int = 4, n_val: int = 2, size: int = 160, seed: int = 0) -> Path:
-    """``root/{train,val}/{images,labels}/img<k>.png``: dark disks (nuclei) on a light noisy background."""
-    import imageio.v3 as iio
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    for split, n in (("train", n_train), ("val", n_val)):
-        if n == 0:
-            continue
-        (root / split / "images").mkdir(parents=True, exist_ok=True)
-        (root / split / "labels").mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            labels = np.zeros((size, size), np.uint16)
-            for k in range(1, 9):
-                cy, cx = rng.integers(10, size - 10, 2)
-                r = rng.integers(5, 9)
-                labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = k
-            base = np.where(labels > 0, 70, 210).astype(np.float32)
-            img = np.clip(base[..., None] + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
-            iio.imwrite(root / split / "images" / f"{split}{i}.png", img)
-            iio.imwrite(root / split / "labels" / f"{split}{i}.png", labels)
-    return root
 
 
 def _module(variant: str, **kw) -> SACLitModule:
     cfg = replace(TrainConfig(), variant=variant, backbone="vit_tiny", **kw)
     torch.manual_seed(0)
     return SACLitModule(cfg, build_sac(sac_config(cfg), pretrained=False))
-
-
-def _batch(n: int = 2, size: int = 128, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((n, size, size), np.int32)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        for k in range(1, 6):
-            cy, cx = rng.integers(12, size - 12, 2)
-            labels[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = k
-    img = np.where(labels[:, None] > 0, 0.3, 0.8).astype(np.float32) + rng.normal(0, 0.02, (n, 3, size, size))
-    return {"image": torch.from_numpy(np.clip(img, 0, 1).astype(np.float32)),
-            "mask": torch.from_numpy((labels > 0)[:, None].astype(np.float32)),
-            "labels": torch.from_numpy(labels), "index": torch.arange(n)}
 
 
 def _trainable(module: SACLitModule) -> set[str]:
@@ -77,13 +38,13 @@ def _trainable(module: SACLitModule) -> set[str]:
     ("lora-noprompt", {"lora", "mask_decoder"}),
     ("unet", {"prompt_generator"}),
 ])
-def test_variants_train_exactly_their_parameters(variant, expected):
+def test_variants_train_exactly_their_parameters(variant, expected, tiny_batch):
     module = _module(variant)
     assert _trainable(module) == expected
     if variant == "lora-noprompt" or variant == "sam-ft":
         assert module.model.prompt_generator is None
     module.train()
-    loss = module.training_step(_batch(), 0)
+    loss = module.training_step(tiny_batch(), 0)
     assert torch.isfinite(loss)
     loss.backward()
     for name, p in module.model.named_parameters():
@@ -97,11 +58,11 @@ def test_variants_train_exactly_their_parameters(variant, expected):
             assert any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in params), group
 
 
-def test_sac_loss_decreases_on_a_fixed_batch():
+def test_sac_loss_decreases_on_a_fixed_batch(tiny_batch):
     module = _module("sac", lr=1e-3, lr_prompt=3e-3)
     module.train()
     opt = module.configure_optimizers()
-    batch = _batch()
+    batch = tiny_batch()
     losses = []
     for i in range(6):
         opt.zero_grad()
@@ -114,7 +75,7 @@ def test_sac_loss_decreases_on_a_fixed_batch():
 
 
 @pytest.mark.parametrize("last_n, channels_last", [(None, False), (1, True)])
-def test_split_encoder_equals_model_encode(last_n, channels_last):
+def test_split_encoder_equals_model_encode(last_n, channels_last, tiny_batch):
     module = _module("sac", lora_last_n_layers=last_n)
     model = module.model
     with torch.no_grad():  # make LoRA non-trivial so a wrong split would show
@@ -124,7 +85,7 @@ def test_split_encoder_equals_model_encode(last_n, channels_last):
     split = SplitEncoder(model, channels_last=channels_last, no_grad_prefix=True, cache=True)
     # vit_tiny: embed, 2 blocks, neck; LoRA on both blocks -> prefix 1 unit, on the last only -> 2 units
     assert split.n_prefix == (1 if last_n is None else 2)
-    images = _batch()["image"]
+    images = tiny_batch()["image"]
     with torch.no_grad():
         ref = model.encode(images)
         got = split.encode(images)
@@ -136,9 +97,9 @@ def test_split_encoder_equals_model_encode(last_n, channels_last):
     assert set(split.cache) == {"a", "b"}
 
 
-def test_split_encoder_gradient_reaches_lora_only_after_prefix():
+def test_split_encoder_gradient_reaches_lora_only_after_prefix(tiny_batch):
     module = _module("sac", lora_last_n_layers=1)
-    emb = module.encoder.encode(_batch()["image"])
+    emb = module.encoder.encode(tiny_batch()["image"])
     emb.sum().backward()
     grads = {n: p.grad for n, p in module.model.named_parameters() if "lora_a" in n}
     assert grads and all(g is not None and g.abs().sum() == 0 for g in grads.values())  # B = 0 at init
@@ -146,8 +107,8 @@ def test_split_encoder_gradient_reaches_lora_only_after_prefix():
     assert all(g is not None and g.abs().sum() > 0 for g in b_grads)
 
 
-def test_expert_points_are_inside_nuclei_or_far_from_them():
-    labels = _batch(4)["labels"]
+def test_expert_points_are_inside_nuclei_or_far_from_them(tiny_batch):
+    labels = tiny_batch(4)["labels"]
     coords, plabels = expert_points_from_labels(labels, 3, np.random.default_rng(0))
     assert coords.shape == (4, 6, 2) and plabels.shape == (4, 6)
     n_pos = n_neg = 0
@@ -162,17 +123,6 @@ def test_expert_points_are_inside_nuclei_or_far_from_them():
                 assert (labels[i, max(y0 - 3, 0):y0 + 4, max(x0 - 3, 0):x0 + 4] == 0).all()
         assert (plabels[i] == 1).sum() == (plabels[i] == 0).sum()  # k positives, k negatives
     assert n_pos > 0 and n_neg == n_pos
-
-
-def test_summarise_hand_computed():
-    counts = {"a/1": np.array([8.0, 2.0, 0.0]), "a/2": np.array([0.0, 0.0, 0.0]), "b/1": np.array([1.0, 1.0, 2.0])}
-    s = summarise(counts)
-    d_a = (2 * 8 / 18 + 1.0) / 2  # image a/2 has nothing to find and predicts nothing: 1
-    d_b = 2 / 5
-    assert s["dice"] == pytest.approx((d_a + d_b) / 2)
-    assert s["iou"] == pytest.approx(((8 / 10 + 1.0) / 2 + 1 / 4) / 2)
-    assert s["f1"] == pytest.approx(2 * 9 / (2 * 9 + 3 + 2))
-    assert s["per_source"] == {"a": pytest.approx(d_a), "b": pytest.approx(d_b)}
 
 
 def test_grid_crops_are_fixed_and_padding_is_marked(tmp_path):
@@ -195,7 +145,7 @@ def test_grid_crops_are_fixed_and_padding_is_marked(tmp_path):
     assert ds[1]["index"] == 1 and torch.equal(ds[1]["image"], ds[1]["image"])  # fixed: no randomness
 
 
-def test_holdout_is_seeded_and_recorded(tmp_path):
+def test_holdout_is_seeded_and_recorded(tmp_path, make_dataset):
     ids = [f"img{i}" for i in range(10)]
     assert holdout(ids, 3, 0) == holdout(list(reversed(ids)), 3, 0)
     assert holdout(ids, 3, 0) != holdout(ids, 3, 1)
@@ -248,7 +198,12 @@ def test_config_validation_names_the_value():
         cfg = replace(replace(TrainConfig(), data=[DataSource("r")]), **kw)
         with pytest.raises(SACError, match=msg):
             cfg.validate()
-    json.dumps(__import__("sac.training.config", fromlist=["to_dict"]).to_dict(TrainConfig()))
+    # what a run folder stores (config.json) reads back as the same config, nested DataSources included
+    cfg = replace(TrainConfig(), data=[DataSource("a", "train"), DataSource("b", "val")], variant="unet",
+                  lora_last_n_layers=4, max_time=12.5, scale_min=0.9)
+    assert from_dict(json.loads(json.dumps(to_dict(cfg)))) == cfg
+    with pytest.raises(ValueError, match="nonsense"):
+        from_dict({**to_dict(cfg), "nonsense": 1})
 
 
 def test_vary_points_draws_no_points_and_log_uniform_counts():
@@ -262,13 +217,25 @@ def test_vary_points_draws_no_points_and_log_uniform_counts():
     assert _module("sac", n_points=64)._draw_points() is None  # off: the configured count
 
 
-def test_select_prompts_n_points_override():
+def test_select_prompts_n_points_override(tiny_batch):
     module = _module("sac", n_points=4)
-    batch = _batch()
+    batch = tiny_batch()
     logits = module.model.prompt_logits(batch["image"])
     _, none = module.model.select_prompts(logits, batch_size=2, n_points=0)
     assert (none == -1).all()  # no automatic point: SAM's "not a point" padding only
     _, labels = module.model.select_prompts(logits, batch_size=2, n_points=1)
     assert ((labels >= 0).sum(1) <= 2).all()  # at most 1 positive + 1 negative per image
-    loss = module.training_step({**batch, "image": batch["image"]}, 0)  # a step with drawn counts runs
-    assert torch.isfinite(loss)
+    # With --vary-points every training step draws its count and hands it to select_prompts.
+    varied = _module("sac", n_points=4, vary_points=True)
+    seen = []
+    select = varied.model.select_prompts
+
+    def spy(*args, **kw):
+        seen.append(kw.get("n_points"))
+        return select(*args, **kw)
+
+    varied.model.select_prompts = spy
+    for step in range(6):
+        assert torch.isfinite(varied.training_step(batch, step))
+    assert len(seen) == 6 and all(isinstance(n, int) and 0 <= n <= 4 for n in seen)
+    assert len(set(seen)) > 1  # drawn, not the fixed configured count

@@ -15,14 +15,13 @@ import torch
 
 from sac.cli import main
 from sac.modelfile import load_model_file
-from test_training import make_dataset
 
 FAST = ["--backbone", "vit_tiny", "--batch-size", "2", "--crops-per-epoch", "4", "--val-crops", "1",
         "--threads", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, make_dataset):
     return make_dataset(tmp_path_factory.mktemp("nuclei") / "toy", n_train=4, n_val=2, size=160)
 
 
@@ -100,7 +99,7 @@ def test_existing_run_needs_resume_and_missing_val_is_a_user_error(dataset, tmp_
     assert "missing" in capsys.readouterr().err
 
 
-def test_val_from_train_and_two_datasets(dataset, tmp_path):
+def test_val_from_train_and_two_datasets(dataset, tmp_path, make_dataset):
     other = make_dataset(tmp_path / "other", n_train=5, n_val=0, size=140, seed=3)
     run = tmp_path / "run"
     args = ["train", "--data", str(dataset), "--data", f"{other}:train", "--val-from-train", "2", "--val-seed", "1",

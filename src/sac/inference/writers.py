@@ -127,13 +127,23 @@ def _drop_collinear(ring: np.ndarray) -> np.ndarray:
     return np.vstack([kept, kept[:1]])
 
 
-def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, list[list[float]]]]:
-    """One closed outer ring per nucleus: ``[(id, [[x, y], ...]), ...]`` in image pixel coordinates.
+def _signed_area(ring: np.ndarray) -> float:
+    """Shoelace area of a closed ring ``[N, 2]`` (x, y): positive when counterclockwise."""
+    x, y = ring[:-1, 0], ring[:-1, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
-    Coordinates follow QuPath's convention (pixel ``(row r, col c)`` covers ``[c, c+1] x [r, r+1]``): the
-    0.5-iso-contour of the nucleus (``skimage.measure.find_contours``, through the midpoints between pixel
-    centres, so convex corners are cut diagonally) shifted by half a pixel, collinear vertices removed.
-    Holes are ignored (outer boundary only).
+
+def nucleus_geometries(labels: np.ndarray) -> list[tuple[int, list[list[list[float]]]]]:
+    """Outer rings of every nucleus: ``[(id, [ring, ...]), ...]``, one ring ``[[x, y], ...]`` per piece.
+
+    A nucleus is normally one piece; an id whose pixels fall apart into several 4-connected pieces (e.g. two
+    blobs touching only at a corner) gets one ring per piece, largest first -- a MultiPolygon in GeoJSON, not
+    just its longest contour. Coordinates follow QuPath's convention (pixel ``(row r, col c)`` covers
+    ``[c, c+1] x [r, r+1]``): the 0.5-iso-contour of the piece (``skimage.measure.find_contours``, through the
+    midpoints between pixel centres, so convex corners are cut diagonally) shifted by half a pixel, collinear
+    vertices removed. Rings are closed, counterclockwise (RFC 7946's right-hand rule, positive shoelace area in
+    these coordinates) and simple: marching squares never crosses itself, and pieces touching only at a corner
+    are separate rings. Holes are ignored (outer boundaries only).
     """
     from scipy import ndimage as ndi
     from skimage.measure import find_contours
@@ -142,19 +152,40 @@ def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, list[list[float]]]]:
     for idx, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None:
             continue
-        crop = np.pad(labels[sl] == idx, 1).astype(np.float32)
-        ring = max(find_contours(crop, 0.5), key=len)
-        if not np.array_equal(ring[0], ring[-1]):
-            ring = np.vstack([ring, ring[:1]])
-        ring = _drop_collinear(ring)
-        # Undo the pad and move from pixel-centre to pixel-corner coordinates; (row, col) -> (x, y).
-        xy = np.round(ring[:, ::-1] + [sl[1].start - 0.5, sl[0].start - 0.5], 2)
-        out.append((idx, xy.tolist()))
+        crop = np.pad(labels[sl] == idx, 1)
+        contours = find_contours(crop.astype(np.float32), 0.5)
+        pieces, n = ndi.label(crop)  # 4-connectivity, like find_contours' default (background fully connected)
+        if n > 1 or len(contours) > 1:
+            # several pieces, or holes: one outer contour per piece, from the piece with its holes filled
+            # (8-connected background, as find_contours sees it)
+            contours = []
+            for k in range(1, n + 1):
+                filled = ndi.binary_fill_holes(pieces == k, structure=np.ones((3, 3), bool))
+                contours.append(max(find_contours(filled.astype(np.float32), 0.5), key=len))
+        rings = []
+        for ring in contours:
+            if not np.array_equal(ring[0], ring[-1]):
+                ring = np.vstack([ring, ring[:1]])
+            ring = _drop_collinear(ring)
+            # Undo the pad and move from pixel-centre to pixel-corner coordinates; (row, col) -> (x, y).
+            xy = np.round(ring[:, ::-1] + [sl[1].start - 0.5, sl[0].start - 0.5], 2)
+            if _signed_area(xy) < 0:
+                xy = xy[::-1]
+            rings.append(xy)
+        rings.sort(key=_signed_area, reverse=True)
+        out.append((idx, [r.tolist() for r in rings]))
     return out
 
 
+def nucleus_polygons(labels: np.ndarray) -> list[tuple[int, list[list[float]]]]:
+    """One closed outer ring per nucleus, ``[(id, [[x, y], ...]), ...]``: the largest piece of
+    :func:`nucleus_geometries` (what the web page outlines)."""
+    return [(idx, rings[0]) for idx, rings in nucleus_geometries(labels)]
+
+
 def geojson_dict(labels: np.ndarray, table=None) -> dict:
-    """QuPath-compatible FeatureCollection: one ``detection`` Feature (Polygon) per nucleus.
+    """QuPath-compatible FeatureCollection: one ``detection`` Feature per nucleus, a Polygon, or a MultiPolygon
+    when the nucleus is in several pieces (:func:`nucleus_geometries`).
 
     ``properties.objectType = "detection"`` (QuPath >= 0.4), ``classification`` "Nucleus", and the CSV's area and
     centroid as ``measurements`` when ``table`` is given.
@@ -163,7 +194,7 @@ def geojson_dict(labels: np.ndarray, table=None) -> dict:
     if table is not None and len(table):
         rows = table.set_index("id")[["area", "centroid_x", "centroid_y"]].to_dict("index")
     features = []
-    for idx, ring in nucleus_polygons(labels):
+    for idx, rings in nucleus_geometries(labels):
         props = {
             "objectType": "detection",
             "name": f"nucleus {idx}",
@@ -172,8 +203,9 @@ def geojson_dict(labels: np.ndarray, table=None) -> dict:
         }
         if idx in rows:
             props["measurements"] = {k: float(v) for k, v in rows[idx].items()}
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                         "properties": props})
+        geometry = ({"type": "Polygon", "coordinates": [rings[0]]} if len(rings) == 1
+                    else {"type": "MultiPolygon", "coordinates": [[r] for r in rings]})
+        features.append({"type": "Feature", "geometry": geometry, "properties": props})
     return {"type": "FeatureCollection", "features": features}
 
 
