@@ -68,6 +68,10 @@ class SACConfig:
     # Microns per pixel of the training images (e.g. 0.25 for 40x H&E). Slides are read at the pyramid level and
     # scale that match it (sac.inference.slide); None = unknown (old model files load with None).
     mpp: float | None = None
+    # Median equivalent diameter (pixels) of the training nuclei, as training sampled them: the size `--scale auto`
+    # rescales images to (sac.inference.scale; benchmarks/nucleus_size.py for the default's). None = unknown: auto
+    # then keeps scale 1 (old model files load with None).
+    nucleus_diameter: float | None = None
     # Beyond the paper: a second SAM mask decoder (``SAC.object_decoder``, same architecture, initialised from the
     # backbone's pretrained decoder) for "one nucleus from clicks" (``SAC.decode_object``). The automatic path
     # (``mask_decoder``) is untouched by it. Old model files without this key load with False.
