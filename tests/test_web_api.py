@@ -327,9 +327,16 @@ def test_a_click_during_the_segmentation_is_refused(tiny_model, crop):
         store = c.app.state.store
         inner = store.make_editor
 
-        def held(image, on_tile):  # the worker waits until the test lets it go
+        ticks = []
+
+        def held(image, on_tile):  # the worker waits until the test lets it go; progress calls are counted
             gate.wait(READY_TIMEOUT)
-            return inner(image, on_tile)
+
+            def counted(n):
+                ticks.append(image[0, 0].tolist())
+                on_tile(n)
+
+            return inner(image, counted)
 
         store.make_editor = held
         assert upload(c, png(crop)).status_code == 200
@@ -341,8 +348,14 @@ def test_a_click_during_the_segmentation_is_refused(tiny_model, crop):
         assert r.status_code == 409 and "still running" in r.json()["detail"]
         assert c.get("/api/contours").status_code == 409
         assert c.get("/api/image").status_code == 200  # the image itself is shown at once
+        # another image opened meanwhile: the first run stops at its next tile, the second one is what is shown
+        other = np.ascontiguousarray(crop[::-1, ::-1])
+        assert upload(c, png(other), "second.png").status_code == 200
         gate.set()
-        wait_ready(c)
+        st = wait_ready(c)
+        assert st["name"] == "second" and st["done"] == st["total"] > 1
+        assert ticks.count(crop[0, 0].tolist()) == 1  # the first run stopped after its first tile
+        np.testing.assert_array_equal(iio.imread(io.BytesIO(c.get("/api/image").content)), other)
         assert c.post("/api/add", json={"x": 10, "y": 10}).status_code == 200
 
 

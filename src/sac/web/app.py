@@ -39,6 +39,7 @@ from sac.errors import SACError
 from sac.inference.api import load_model
 from sac.inference.config import InferenceConfig
 from sac.inference.editor import Editor
+from sac.inference.reader import ArraySource
 from sac.inference.writers import FORMATS
 from sac.web.errors import NoImage, TooLarge
 from sac.web.exports import export_bytes, save_example
@@ -108,7 +109,7 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:
         return Editor.from_segmenter(segmenter, image, on_tile=on_tile)
 
     def count_tiles(image) -> int:
-        return len(segmenter.tiles_for(*image.shape[:2]))
+        return len(segmenter.tiles_for(*image.shape[:2], segmenter.scale_for(ArraySource(image))))
 
     store = SessionStore(make_editor, count_tiles, settings.memory_bytes, settings.workers,
                          shared=(segmenter, getattr(segmenter, "engine", None), model))

@@ -71,6 +71,10 @@ def deep_nbytes(obj, depth: int = 4, seen: set | None = None) -> int:
     return sum(deep_nbytes(v, depth - 1, seen) for v in items)
 
 
+class _Cancelled(Exception):
+    """Raised from the progress callback to stop a segmentation nobody waits for any more."""
+
+
 class Session:
     """State of one browser session. Fields are read and written under ``lock``."""
 
@@ -173,14 +177,13 @@ class SessionStore:
         if estimate > self.budget:
             raise TooLarge(f"{name}: {image.shape[1]} x {image.shape[0]} pixels needs about {estimate >> 20} MB, "
                            f"above the server's memory budget ({self.budget >> 20} MB, `sac serve --memory-mb`)")
-        total = int(self.count_tiles(image))
         with session.lock:
             if session.status in BUSY_STATES and session.future is not None:
                 session.future.cancel()  # a queued job of the previous image; a running one finishes, unused
             session.generation += 1
             session.name, session.image = name, image
             session.editor = session.contours = session.n_nuclei = None
-            session.status, session.done, session.total, session.message = "queued", 0, total, ""
+            session.status, session.done, session.total, session.message = "queued", 0, 0, ""
             session.nbytes = int(image.nbytes) + estimate
             gen = session.generation
         self.rebalance(keep=session.id)
@@ -196,16 +199,22 @@ class SessionStore:
 
         def on_tile(n: int) -> None:
             with session.lock:
-                if session.generation == gen:
-                    session.done += int(n)
-                    session.total = max(session.total, session.done)
+                if session.generation != gen or session.id not in self._sessions:
+                    raise _Cancelled  # another image was opened, or the session evicted: free the worker now
+                session.done += int(n)
+                session.total = max(session.total, session.done)
 
         try:
+            total = int(self.count_tiles(image))  # here, not in open(): with --scale auto it runs the UNet
+            with session.lock:
+                session.total = max(session.total, total)
             editor = self.make_editor(image, on_tile)
             contours = Contours(editor.labels)
             n_nuclei = int(editor.result().n_nuclei)
             size = deep_nbytes((editor, contours, image), 5, {id(o) for o in self.shared})
             error = None
+        except _Cancelled:
+            return
         except SACError as exc:
             editor, error = None, str(exc)
         except Exception as exc:  # a bug must not kill the worker; the page shows it and the log keeps the trace

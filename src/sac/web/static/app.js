@@ -65,7 +65,7 @@ async function follow() {
   const bar = $("progress");
   bar.hidden = !(st.status === "queued" || st.status === "running");
   bar.max = Math.max(1, st.total); bar.value = st.done;
-  $("status").textContent = st.status === "running" ? `segmenting: tile ${st.done} / ${st.total}`
+  $("status").textContent = st.status === "running" ? (st.total ? `segmenting: tile ${st.done} / ${st.total}` : "preparing")
     : st.status === "queued" ? "waiting for a free worker" : st.status === "failed" ? "failed" : "";
   if (st.status === "queued" || st.status === "running") { setTimeout(follow, 250); return; }
   if (st.status === "failed") { say(st.message, true); return; }
