@@ -7,6 +7,7 @@ HELP = "Print the trainable/frozen parameter table of a SAC configuration (paper
 _ROWS = (
     ("lora", "LoRA on Q,V (image encoder)", True),
     ("mask_decoder", "mask decoder", True),
+    ("object_decoder", "interactive head (object decoder)", True),
     ("prompt_generator", "auto-prompt generator (UNet)", True),
     ("image_encoder", "image encoder (base)", False),
     ("prompt_encoder", "prompt encoder", False),
@@ -18,6 +19,8 @@ def add_arguments(parser):
     parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank r; None = the config's rank (4)")
     parser.add_argument("--no-lora", action="store_true", help="count the SAM-FT variant (no LoRA)")
     parser.add_argument("--no-prompts", action="store_true", help="count without the auto-prompt generator")
+    parser.add_argument("--interactive", action="store_true",
+                        help="count the interactive head too (a second mask decoder for one nucleus from clicks)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -39,6 +42,7 @@ def run(args) -> int:
         cfg.lora.alpha = float(args.lora_rank)
     cfg.lora.enabled = not args.no_lora
     cfg.prompts.enabled = not args.no_prompts
+    cfg.interactive = bool(args.interactive)
     # Counting needs shapes only: build SAM ViTs on the meta device (no memory; vit_h in well under a second).
     # TinyViT's constructor calls .item() on a tensor, impossible on meta, but it is small enough for the CPU.
     device = torch.device("meta") if spec.layout == "vit" else torch.device("cpu")
