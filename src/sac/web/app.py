@@ -223,7 +223,9 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:
         session = session_of(request)
         with session.lock:
             session.ready_editor()
-            return {"n_nuclei": session.n_nuclei, **session.contours.payload()}
+            payload = {"n_nuclei": session.n_nuclei, **session.contours.payload()}
+        # Straight to JSON: FastAPI's encoder would walk each of the ~10^6 coordinates of a large image first.
+        return JSONResponse(payload)
 
     # ------------------------------------------------------------------ edits: one Editor call each
     @app.post("/api/add")

@@ -61,7 +61,8 @@ async function opened(st) {
 async function follow() {
   let st;
   try { st = await json("/api/state"); } catch (e) { say(e.message, true); return; }
-  state.status = st.status; document.body.dataset.status = st.status;
+  // "ready" is announced (state and data-status, which tests wait on) only once the outlines are loaded.
+  if (st.status !== "ready") { state.status = st.status; document.body.dataset.status = st.status; }
   const bar = $("progress");
   bar.hidden = !(st.status === "queued" || st.status === "running");
   bar.max = Math.max(1, st.total); bar.value = st.done;
@@ -74,7 +75,7 @@ async function follow() {
     viewer.load(c); state.nNuclei = c.n_nuclei;
     $("status").textContent = `segmented in ${st.seconds} s`;
     say(`${c.n_nuclei} nuclei found. Click to correct.`); stats();
-    document.body.dataset.status = "ready";
+    state.status = "ready"; document.body.dataset.status = "ready";
   }
 }
 
