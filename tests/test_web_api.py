@@ -461,6 +461,33 @@ def test_serve_command_checks_its_arguments(capsys, monkeypatch, tmp_path):
     assert "pip install 'segment-any-cell[web]'" in capsys.readouterr().err
 
 
+def test_sac_serve_prints_its_url_and_serves(tiny_model):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "sac.cli", "serve", "--model", tiny_model[1], "--port", str(port), "--engine", "torch"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"sac serve: http://127.0.0.1:{port}/"), line
+        import httpx
+
+        for _ in range(200):
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/api/info", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert info["engine"] == "torch" and info["model"]["backbone"] == "vit_tiny"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_settings_paths(tmp_path):
     s = ServeSettings(data_dir=tmp_path).validate()
     assert s.train_dir == tmp_path.resolve() / "sac-corrections"

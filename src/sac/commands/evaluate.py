@@ -6,7 +6,7 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
-from sac.inference.config import DEVICE_CHOICES, SELECT_CHOICES
+from sac.inference.config import DEVICE_CHOICES, ENGINE_CHOICES, SELECT_CHOICES
 from sac.postprocess import DISTANCE_H
 
 HELP = "Score predictions (--pred) or a trained model (--model) against ground truth."
@@ -37,12 +37,14 @@ def add_arguments(parser):
                    help="average the prompt UNet's maps over 4 flips of each tile (default: off)")
     m.add_argument("--seed", type=int, default=None, help="random seed (random selection, expert points)")
     m.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")
+    m.add_argument("--engine", choices=ENGINE_CHOICES, default=None,
+                   help="what runs the model on the CPU (default auto: the fastest installed that matches torch)")
     m.add_argument("--sam-checkpoint", metavar="PATH", default=None, help="SAM weights for vit_* backbones")
     m.add_argument("--limit", type=int, default=None, metavar="K", help="score only the first K images")
 
 
 _MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "split_h", "tta", "seed", "device",
-               "sam_checkpoint", "limit")
+               "engine", "sam_checkpoint", "limit")
 
 
 def run(args) -> int:
@@ -74,7 +76,8 @@ def run(args) -> int:
         from sac.inference.evaluate import evaluate_model
 
         given = {"tile": args.tile, "overlap": args.overlap, "scale": args.scale, "n_points": args.points,
-                 "select": args.select, "split_h": args.split_h, "tta": args.tta, "seed": args.seed}
+                 "select": args.select, "split_h": args.split_h, "tta": args.tta, "seed": args.seed,
+                 "engine": args.engine}
         cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None})  # None: the library default
         result = evaluate_model(args.model, Path(args.data), args.split, cfg, expert=args.expert or 0,
                                 limit=args.limit, device=args.device or "cpu", sam_checkpoint=args.sam_checkpoint)

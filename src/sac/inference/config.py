@@ -13,6 +13,8 @@ from sac.errors import SACError
 from sac.models.config import SELECT_METHODS as SELECT_CHOICES
 
 INSTANCE_CHOICES = ("watershed", "components", "none")
+# Inference engines (sac.inference.engine): auto = the fastest installed one that matches torch on a real tile.
+ENGINE_CHOICES = ("auto", "openvino", "onnxruntime", "torch")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class InferenceConfig:
     ``threshold``: probability above which a pixel is nucleus.
     ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
     ``seed``: seeds the random prompt selection so runs are reproducible.
+    ``engine``: what runs the model on the CPU (one of ``ENGINE_CHOICES``; docs/engines.md); cuda always runs torch.
     """
 
     tile: int | None = None
@@ -56,6 +59,7 @@ class InferenceConfig:
     threshold: float = 0.5
     batch: int = 1
     seed: int = 0
+    engine: str = "auto"
 
     def validate(self) -> InferenceConfig:
         """Raise :class:`SACError` naming the first bad value; return ``self`` for chaining."""
@@ -77,6 +81,8 @@ class InferenceConfig:
             raise SACError(f"--split-h must be in (0, 1), got {self.split_h}")
         if not (0 < self.threshold < 1):
             raise SACError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.engine not in ENGINE_CHOICES:
+            raise SACError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
         if self.batch < 1:
             raise SACError(f"batch must be >= 1, got {self.batch}")
         return self

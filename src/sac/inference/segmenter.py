@@ -43,7 +43,9 @@ class SegmentationResult:
     (None for a model without prompt generator); ``distance float32 [H, W]`` the distance head's map in [0, 1]
     (None without one); ``prompts float32 [P, 3]`` every point used, (x, y, label) in
     image pixels, label 1 positive / 0 negative; ``image uint8 [H, W, 3]`` the input; ``seconds`` wall time;
-    ``tiles`` number of model windows. ``table`` (pandas DataFrame, one row per nucleus) is computed on first use.
+    ``tiles`` number of model windows; ``embeddings`` (with ``segment(keep_embeddings=True)``) the image encoder's
+    ``float16 [256, h, w]`` per tile where SAM ran, keyed by the tile (``Segmenter.tiles_for``).
+    ``table`` (pandas DataFrame, one row per nucleus) is computed on first use.
     """
 
     mask: np.ndarray
@@ -56,6 +58,7 @@ class SegmentationResult:
     tiles: int
     settings: dict = field(default_factory=dict)
     distance: np.ndarray | None = None
+    embeddings: dict[Tile, torch.Tensor] | None = None
 
     @property
     def n_nuclei(self) -> int:
@@ -85,19 +88,23 @@ def resolve_device(device: str) -> torch.device:
 class Segmenter:
     """Segment images of any size with a SAC model (:class:`sac.models.sac.SAC`) and an :class:`InferenceConfig`.
 
-    The model is put in eval mode on ``device``. The image encoder runs as an inference copy
-    (:func:`sac.inference.encoder.inference_encoder`: LoRA merged, BatchNorm folded, channels_last), which leaves
-    ``model`` itself untouched; ``fast_encoder=False`` runs ``model.encode`` instead (for comparisons).
+    The model is put in eval mode on ``device``; every model call goes through ``self.engine``
+    (:func:`sac.inference.engine.make_engine` with ``cfg.engine``: OpenVINO, ONNX Runtime or torch, whose encoder
+    is the inference copy of :func:`sac.inference.encoder.inference_encoder`; ``model`` itself is untouched).
+    ``fast_encoder=False`` runs torch with ``model.encode`` (for comparisons).
     """
 
     def __init__(self, model, cfg: InferenceConfig | None = None, device: str | torch.device = "cpu",
                  fast_encoder: bool = True):
-        from sac.inference.encoder import inference_encoder
+        from sac.inference.engine import Engine, make_engine
 
         self.cfg = (cfg or InferenceConfig()).validate()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.encoder = inference_encoder(model.image_encoder) if fast_encoder else None
+        if fast_encoder:
+            self.engine = make_engine(model, self.cfg.engine, self.device)
+        else:
+            self.engine = Engine(model, self.device, fast_encoder=False)
         self.input_size = int(model.input_size)
         # Model-space window: the backbone input, or a smaller --tile that is padded up to it.
         self.tile_model = self.cfg.tile or self.input_size
@@ -116,21 +123,31 @@ class Segmenter:
         self.has_distance = self.has_unet and model.prompt_generator.out_channels > 1
 
     # ------------------------------------------------------------------ geometry
-    def window(self) -> tuple[int, int]:
-        """(tile, overlap) in original-image pixels for the configured model-space tile, overlap and scale."""
+    def scale_for(self, source) -> float:
+        """The resampling factor used for ``source`` (an image array or reader source): ``cfg.scale``."""
+        return float(self.cfg.scale)
+
+    def window(self, scale: float | None = None) -> tuple[int, int]:
+        """(tile, overlap) in original-image pixels for the model-space tile and overlap at ``scale``
+        (None = ``cfg.scale``)."""
+        scale = float(self.cfg.scale if scale is None else scale)
         s = self.tile_model
         overlap = self.cfg.overlap if self.cfg.overlap is not None else s // 8
-        return max(1, round(s / self.cfg.scale)), max(0, round(overlap / self.cfg.scale))
+        return max(1, round(s / scale)), max(0, round(overlap / scale))
 
-    def tiles_for(self, height: int, width: int) -> list[Tile]:
-        size, overlap = self.window()
+    def tiles_for(self, height: int, width: int, scale: float | None = None) -> list[Tile]:
+        """Windows covering an ``height x width`` image at ``scale`` (None = ``cfg.scale``)."""
+        size, overlap = self.window(scale)
         return make_tiles(height, width, size, overlap)
 
-    def settings(self) -> dict:
-        """The effective settings (for reports and ``evaluate_model``)."""
-        size, overlap = self.window()
+    def settings(self, scale: float | None = None) -> dict:
+        """The effective settings (for reports and ``evaluate_model``) at ``scale`` (None = ``cfg.scale``)."""
+        scale = float(self.cfg.scale if scale is None else scale)
+        size, overlap = self.window(scale)
         return {
             **dataclasses.asdict(self.cfg),
+            "scale": scale,
+            "engine": self.engine.name,
             "n_points": self.prompt_cfg.n_points if self.has_unet else 0,
             "select": self.prompt_cfg.select,
             "input_size": self.input_size,
@@ -174,8 +191,8 @@ class Segmenter:
         ``batch`` with ``cfg.tta``: each flip is undone on the output before averaging, so the result is exactly
         equivariant under those flips."""
         if not self.cfg.tta:
-            return self.model.prompt_maps(batch)
-        outs = [self.model.prompt_maps(batch.flip(dims)) for dims in TTA_FLIPS]
+            return self.engine.prompt_maps(batch)
+        outs = [self.engine.prompt_maps(batch.flip(dims)) for dims in TTA_FLIPS]
 
         def mean(k: int) -> torch.Tensor | None:
             if outs[0][k] is None:
@@ -185,11 +202,11 @@ class Segmenter:
         return mean(0), mean(1)
 
     @torch.inference_mode()
-    def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list]:
+    def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list,
+                                                                       torch.Tensor]:
         """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
-        the distance head's map if any) or None, prompts."""
-        model = self.model
-        batch = batch.to(self.device)
+        the distance head's map if any) or None, prompts, embeddings ``float32 [b, 256, h, w]``."""
+        engine = self.engine
         logits, dist_logits = self._prompt_maps(batch) if self.has_unet else (None, None)
         prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if logits is not None else None
         unet_maps = None if prob is None else prob[:, None]
@@ -199,14 +216,10 @@ class Segmenter:
         coords, labels = select_batch(
             prob, cfg, [e[0] for e in experts], [e[1] for e in experts], rng, batch_size=len(batch)
         )
-        if self.encoder is not None:
-            emb = self.encoder(model.normalise(batch).contiguous(memory_format=torch.channels_last))
-        else:
-            emb = model.encode(batch)
-        mask_logits, _ = model.decode(emb, torch.from_numpy(coords).to(self.device),
-                                      torch.from_numpy(labels).to(self.device), logits)
-        sac_prob = torch.sigmoid(mask_logits.float())[:, 0].cpu().numpy()
-        return sac_prob, unet_maps, list(zip(coords, labels, strict=True))
+        emb = engine.encode(batch)
+        mask_logits, _ = engine.decode(emb, torch.from_numpy(coords), torch.from_numpy(labels), logits)
+        sac_prob = torch.sigmoid(mask_logits)[:, 0].numpy()
+        return sac_prob, unet_maps, list(zip(coords, labels, strict=True)), emb
 
     def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
         """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
@@ -231,12 +244,15 @@ class Segmenter:
         image,
         expert_points: np.ndarray | None = None,
         on_tile: Callable[[int], None] | None = None,
+        keep_embeddings: bool = False,
     ) -> SegmentationResult:
         """Segment ``image`` (``uint8/uint16/float [H, W(, C)]`` array or a :mod:`~sac.inference.reader` source).
 
         ``expert_points float [M, 3]`` (x, y, label) in image pixels are merged into the prompts of every tile
         that contains them (a point in an overlap is used by each of those tiles). ``on_tile(n)`` is called
-        after each batch of ``n`` tiles (progress bars). Raises :class:`SACError` for points outside the image.
+        after each batch of ``n`` tiles (progress bars). ``keep_embeddings`` keeps each tile's image embedding
+        (``result.embeddings``, float16: 2 MB per 1024 px ViT tile, 128 kB per 256 px LiteMedSAM tile).
+        Raises :class:`SACError` for points outside the image.
         """
         from sac.inference.experts import check_points
 
@@ -244,19 +260,23 @@ class Segmenter:
         source = image if hasattr(image, "read") else ArraySource(image)
         H, W = source.shape
         points = check_points(expert_points, (H, W), getattr(source, "name", "image"))
-        tiles = self.tiles_for(H, W)
-        size, overlap = self.window()
+        scale = self.scale_for(source)
+        tiles = self.tiles_for(H, W, scale)
+        size, overlap = self.window(scale)
         n_maps = 1 + (1 + int(self.has_distance) if self.has_unet else 0)
         stitcher = Stitcher(H, W, n_maps, weight_window(size, overlap))
         rng = np.random.default_rng(self.cfg.seed)
         used: list[np.ndarray] = []
+        embeddings: dict[Tile, torch.Tensor] | None = {} if keep_embeddings else None
         f = self.tile_model / size
         for i in range(0, len(tiles), self.cfg.batch):
             chunk = tiles[i : i + self.cfg.batch]
             batch = torch.stack([self._tensor(source, t) for t in chunk])
             experts = [self._expert_in(t, points) for t in chunk]
-            sac_prob, unet_maps, prompts = self._run_batch(batch, experts, rng)
+            sac_prob, unet_maps, prompts, emb = self._run_batch(batch, experts, rng)
             for j, tile in enumerate(chunk):
+                if embeddings is not None:
+                    embeddings[tile] = emb[j].to(torch.float16)
                 maps = sac_prob[j][None] if unet_maps is None else np.concatenate([sac_prob[j][None], unet_maps[j]])
                 stitcher.add(tile, self._to_window(maps, size))
                 coords, labels = prompts[j]
@@ -285,5 +305,6 @@ class Segmenter:
             image=source.full(),
             seconds=time.perf_counter() - start,
             tiles=len(tiles),
-            settings=self.settings(),
+            settings=self.settings(scale),
+            embeddings=embeddings,
         )
