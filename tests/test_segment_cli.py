@@ -92,7 +92,38 @@ def test_batch_with_bad_inputs_keeps_going(tiny_model, ihc_crop, tmp_path, capsy
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 6
     assert (summary["status"] == "ok").sum() == 2
-    assert list(summary.columns) == ["image", "nuclei", "mean_area", "seconds", "status"]
+    assert list(summary.columns) == ["image", "nuclei", "mean_area", "scale", "seconds", "status"]
+
+
+def test_odd_image_files_are_read_or_clear_errors(tiny_model, ihc_crop, tmp_path, capsys):
+    """Palette PNG (expanded to RGB) and multi-page TIFF (its first page) are segmented as what they show; a
+    corrupt BMP and a 5-channel TIFF are one-line errors; exit code 2 at the end, the good files written."""
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = iio.imread(ihc_crop)[:128, :128]
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(src / "palette.png")
+    tifffile.imwrite(src / "pages.tif", np.stack([rgb, rgb[::-1]]))  # two RGB pages
+    iio.imwrite(tmp_path / "ok.bmp", rgb)
+    (src / "corrupt.bmp").write_bytes((tmp_path / "ok.bmp").read_bytes()[:200])
+    tifffile.imwrite(src / "five.tif", np.zeros((64, 64, 5), np.uint8), photometric="minisblack", planarconfig="contig")
+    out = tmp_path / "out"
+    rc = main(["segment", str(src), "--out", str(out), "--model", str(tiny_model), "--formats", "labels,overlay"])
+    assert rc == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 2
+    assert any("corrupt.bmp" in ln and "truncated" in ln for ln in err)
+    assert any("five.tif" in ln and "channels 5" in ln for ln in err)
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".csv")) == [
+        "pages_labels.tif", "pages_overlay.png", "palette_labels.tif", "palette_overlay.png"]
+    assert tifffile.imread(out / "pages_labels.tif").shape == (128, 128)  # one page, not a 2-image stack
+    # the overlay is drawn on the image as read: the palette PNG's colours, the TIFF's first page
+    from sac.data.io import read_image
+
+    palette_rgb = np.asarray(Image.open(src / "palette.png").convert("RGB"))
+    np.testing.assert_array_equal(read_image(src / "palette.png"), palette_rgb)
+    np.testing.assert_array_equal(read_image(src / "pages.tif"), rgb)
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,9 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 _LOW_PCT, _HIGH_PCT = 0.1, 99.9
 
 
-def _read_array(path: Path) -> np.ndarray:
-    """Decode ``path`` to a numpy array, or raise SACError naming the file."""
+def _read_array(path: Path, first_page: bool = False) -> np.ndarray:
+    """Decode ``path`` to a numpy array, or raise SACError naming the file. ``first_page``: of a multi-page TIFF
+    read only page 0 (an image), not the stack of all pages."""
     path = Path(path)
     if not path.is_file():
         raise SACError(f"file not found: {path}")
@@ -37,7 +38,7 @@ def _read_array(path: Path) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(path)
+            arr = tifffile.imread(path, key=0) if first_page else tifffile.imread(path)
         else:
             import imageio.v3 as iio
 
@@ -114,10 +115,11 @@ def to_rgb_uint8(arr: np.ndarray, *, levels: tuple[float, float] | None = None, 
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as RGB ``uint8 [H, W, 3]`` (:func:`to_rgb_uint8`; singleton dimensions of multi-dimensional
-    TIFFs are dropped first). Raises SACError naming the file if it cannot be read or is not a 2-D image."""
+    """Read an image as RGB ``uint8 [H, W, 3]`` (:func:`to_rgb_uint8`). Of a multi-page TIFF only the first page
+    is read (like the lazy reader of large TIFFs: a pyramid's full resolution, a stack's first frame); its singleton
+    dimensions are dropped. Raises SACError naming the file if it cannot be read or is not a 2-D image."""
     path = Path(path)
-    arr = _read_array(path)
+    arr = _read_array(path, first_page=True)
     return to_rgb_uint8(np.squeeze(arr) if arr.ndim > 3 else arr, name=str(path))
 
 
