@@ -63,7 +63,7 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
              save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None,
-             tta: bool = False, split_h: float | None = None) -> dict:
+             tta: bool = False, split_h: float | None = None, expert_mode: str = "edit") -> dict:
     """Score ``model`` on whole images with :func:`sac.inference.evaluate.evaluate_model`; returns
     {"sac": score dict, "unet": score dict (if asked), "fused": score dict (with unet), seconds_per_image, settings}.
 
@@ -87,7 +87,7 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
         seg.encoder = lambda x: torch.zeros(len(x), pe.embed_dim, *pe.image_embedding_size)
     rows = ("unet",) if unet_only else ("sac", "unet", "fused") if unet else ("sac",)
     res = evaluate_model(loaded, data, split, cfg, ids=ids, limit=limit, expert=expert, rows=rows,
-                         save_maps=save_maps, segmenter=seg, progress=progress)
+                         expert_mode=expert_mode, save_maps=save_maps, segmenter=seg, progress=progress)
     out = {"sac": None if unet_only else {k: v for k, v in res.items() if k not in (*rows, "seconds_per_image",
                                                                                     "seconds_total", "settings")},
            "seconds_per_image": res["seconds_per_image"], "settings": res["settings"]}

@@ -5,8 +5,10 @@ Table 3 (MoNuSeg hold-out): SAM zero-shot {0p0e, 0p3e}; SAM-FT {0p0e, 0p1e, 0p3e
 (``RUNS/goal-mp``, ``goal-dh``, ``goal-vp``) when they exist.
 Table 4 (MoNuSeg and DSB): SAM-FT 0-point with 0, 1, 3 experts.
 "p" = automatic points per class from the UNet, "e" = simulated expert points (m positive + m negative, see
-``sac.inference.experts.simulate_expert``). SAM-FT has no prompt generator, so its "k-point" rows of the paper
-have no counterpart here. Writes ``benchmarks/results/table3_4.json``.
+``sac.inference.experts.simulate_expert``), merged into the prompts of every tile that holds them (the paper's
+protocol, ``expert_mode="prompts"``; `sac evaluate --expert` applies them as editor clicks instead). SAM-FT has
+no prompt generator, so its "k-point" rows of the paper have no counterpart here.
+Writes ``benchmarks/results/table3_4.json``.
 
     .venv/bin/python benchmarks/table3_4.py [--sets monuseg dsb]
 """
@@ -33,10 +35,12 @@ def main() -> None:
     if "monuseg" in args.sets:
         extra = [(label, run, p, e) for label, run in TABLE3_EXTRA if (args.runs / run).is_dir() for p, e in GRID]
         for label, model, p, e in TABLE3 + extra:
-            run_eval(args, table, f"monuseg: {label} {p}-point {e}-expert", model, "monuseg", points=p, expert=e)
+            run_eval(args, table, f"monuseg: {label} {p}-point {e}-expert", model, "monuseg", points=p, expert=e,
+                     expert_mode="prompts")
     if "dsb" in args.sets:  # Table 4's DSB half (its MoNuSeg half are the SAM-FT rows above)
         for e in (0, 1, 3):
-            run_eval(args, table, f"dsb: SAM-FT 0-point {e}-expert", "sam-ft", "dsb", points=0, expert=e)
+            run_eval(args, table, f"dsb: SAM-FT 0-point {e}-expert", "sam-ft", "dsb", points=0, expert=e,
+                     expert_mode="prompts")
 
 
 if __name__ == "__main__":

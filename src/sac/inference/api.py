@@ -15,8 +15,6 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from sac.errors import SACError
 from sac.inference.config import InferenceConfig
 
@@ -95,9 +93,12 @@ class SACModel:
     def segment(self, image, points=None, **settings):
         """Segment ``image`` (a path, or an array ``[H, W]`` / ``[H, W, 3|4]`` of uint8/uint16/float).
 
-        ``points``: expert prompts ``[[x, y, label], ...]`` in image pixels (label 1 nucleus, 0 background).
+        ``points``: expert prompts ``[[x, y, label], ...]`` in image pixels (label 1 nucleus, 0 background),
+        applied to the automatic result as editor clicks (:func:`sac.inference.experts.apply_points`: a negative
+        point removes the nucleus under it, a positive one on background adds the nucleus there).
         ``settings``: any :class:`InferenceConfig` field, e.g. ``scale=0.5``, ``n_points=8``, ``instances=...``.
         """
+        from sac.inference.experts import check_points, segment_with_points
         from sac.inference.reader import open_image
 
         try:
@@ -105,9 +106,11 @@ class SACModel:
         except TypeError as exc:
             raise SACError(f"segment(): {exc}") from None
         source = open_image(image) if isinstance(image, str | os.PathLike) else image
-        pts = None if points is None else np.asarray(points, dtype=np.float32).reshape(-1, 3)
         try:
-            return self.segmenter(cfg).segment(source, expert_points=pts)
+            pts = None if points is None else check_points(points, source.shape[:2], getattr(source, "name", "image"))
+            if pts is None:
+                return self.segmenter(cfg).segment(source)
+            return segment_with_points(self.segmenter(cfg), source, pts)
         finally:
             if hasattr(source, "close"):
                 source.close()

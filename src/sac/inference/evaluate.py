@@ -13,9 +13,11 @@ Besides the SAC mask (row ``"sac"``), one pass can score two more rows from the 
 Simulated experts (paper Tables 3-4): ``expert=M`` places, per image, M positive points on randomly chosen
 ground-truth nuclei (each at the nucleus pixel farthest from its border) and M negative points on background at
 least 3 px from any nucleus (:func:`sac.inference.experts.simulate_expert`). The draw is seeded by
-``(cfg.seed, crc32(image id))``, so an image gets the same points whatever ``limit`` or order. The points are
-given in image coordinates and, exactly like ``--expert-points`` of `sac segment`, merged into the prompts of
-every tile that contains them (tiles without one use auto-prompts only).
+``(cfg.seed, crc32(image id))``, so an image gets the same points whatever ``limit`` or order. With
+``expert_mode="edit"`` (the default, `sac evaluate --expert`) they are clicks on the automatic result through the
+editor, exactly like ``--expert-points`` of `sac segment` (:func:`sac.inference.experts.apply_points`); with
+``"prompts"`` (the paper's protocol, ``benchmarks/table3_4.py``) they are merged into the prompts of every tile
+that contains them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sac.errors import SACError
 from sac.inference.config import InferenceConfig
 
 ROWS = ("sac", "unet", "fused")
+EXPERT_MODES = ("edit", "prompts")
 
 
 def evaluate_model(
@@ -42,6 +45,7 @@ def evaluate_model(
     ids: Sequence[str] | None = None,
     limit: int | None = None,
     expert: int = 0,
+    expert_mode: str = "edit",
     rows: Sequence[str] = ("sac",),
     save_maps: Path | None = None,
     device: str = "cpu",
@@ -66,12 +70,14 @@ def evaluate_model(
     from sac.data.io import list_pairs, read_labels
     from sac.evaluation.report import Scorer
     from sac.inference.api import load_model
-    from sac.inference.experts import simulate_expert
+    from sac.inference.experts import segment_with_points, simulate_expert
     from sac.inference.reader import open_image
 
     bad = [r for r in rows if r not in ROWS]
     if bad or not rows:
         raise ValueError(f"rows must be a non-empty subset of {ROWS}, got {list(rows)}")
+    if expert_mode not in EXPERT_MODES:
+        raise ValueError(f"expert_mode must be one of {EXPERT_MODES}, got {expert_mode!r}")
     if expert < 0:
         raise SACError(f"--expert must be >= 0, got {expert}")
     if limit is not None and limit < 1:
@@ -94,7 +100,10 @@ def evaluate_model(
                 raise SACError(f"{img_path} is {source.shape} but its labels {lab_path} are {true.shape}")
             rng = np.random.default_rng([cfg.seed, zlib.crc32(pid.encode())])
             pts = simulate_expert(true, expert, rng) if expert else None
-            res = seg.segment(source, expert_points=pts)
+            if pts is not None and len(pts) and expert_mode == "edit":
+                res = segment_with_points(seg, source, pts)
+            else:
+                res = seg.segment(source, expert_points=pts)
         finally:
             source.close()
         seconds.append(res.seconds)
@@ -114,8 +123,8 @@ def evaluate_model(
     result.update({name: sc.result() for name, sc in scorers.items() if sc.rows})
     result["seconds_per_image"] = float(np.mean(seconds))
     result["seconds_total"] = time.perf_counter() - t0
-    result["settings"] = {**seg.settings(), "expert": expert, "model": loaded.info, "limit": limit,
-                          "ids": [p[0] for p in items]}
+    result["settings"] = {**seg.settings(), "expert": expert, "expert_mode": expert_mode, "model": loaded.info,
+                          "limit": limit, "ids": [p[0] for p in items]}
     return result
 
 

@@ -1,4 +1,5 @@
-"""Expert point prompts: parsing (``--expert-points``), validation against an image, and simulated experts.
+"""Expert point prompts: parsing (``--expert-points``), validation against an image, simulated experts, and
+applying them to a segmentation through the editor (:func:`apply_points`).
 
 A point is ``(x, y, label)`` in *image pixel* coordinates: x = column, y = row, label 1 = nucleus (positive),
 0 = background (negative). Arrays are ``float32 [N, 3]``.
@@ -12,6 +13,7 @@ Accepted ``--expert-points`` forms:
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +97,18 @@ def points_for(points, image_path: Path) -> np.ndarray | None:
 
 
 def check_points(points: np.ndarray | None, shape: tuple[int, int], name: str) -> np.ndarray | None:
-    """Raise :class:`SACError` naming ``name`` if a point lies outside an image of ``shape`` (H, W)."""
+    """Raise :class:`SACError` naming ``name`` if a point is not finite, has a label other than 1 / 0 or lies
+    outside an image of ``shape`` (H, W); returns ``float32 [N, 3]`` (None for no points)."""
     if points is None or len(points) == 0:
         return None
-    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    try:
+        points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    except (TypeError, ValueError):
+        raise SACError(f"{name}: expert points must be numbers [[x, y, label], ...]") from None
+    if not np.isfinite(points).all():
+        raise SACError(f"{name}: expert point {points[~np.isfinite(points).all(1)][0].tolist()} is not finite")
+    if not np.isin(points[:, 2], (0, 1)).all():
+        raise SACError(f"{name}: expert point labels must be 1 (nucleus) or 0 (background)")
     H, W = shape
     bad = (points[:, 0] < 0) | (points[:, 0] > W - 1) | (points[:, 1] < 0) | (points[:, 1] > H - 1)
     if bad.any():
@@ -138,3 +148,38 @@ def simulate_expert(labels: np.ndarray, m: int, rng: np.random.Generator) -> np.
             pick = rng.choice(len(ys), size=min(m, len(ys)), replace=False)
             out.extend((float(xs[k]), float(ys[k]), 0.0) for k in pick)
     return np.asarray(out, dtype=np.float32).reshape(-1, 3)
+
+
+def apply_points(editor, points) -> list:
+    """Apply expert points ``float [N, 3]`` (x, y, label; image pixels) as edits of ``editor``
+    (:class:`sac.inference.editor.Editor`) -> the :class:`~sac.inference.editor.Edit` of each; the rule of
+    ``sac segment --expert-points``, ``model.segment(points=...)`` and ``sac evaluate --expert``:
+
+    1. each negative point removes the instance under it (on background: nothing);
+    2. each positive point on background adds the nucleus there (a missed nucleus); a positive point on a detected
+       nucleus leaves it as it is (the automatic result already has it);
+    3. an instance holding two or more positive points is split, one part per point (several nuclei detected
+       as one).
+    """
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    edits = [editor.remove(x, y) for x, y, lab in pts if lab == 0]
+    positives = pts[pts[:, 2] == 1]
+    edits += [editor.add(x, y) for x, y, _ in positives if editor.instance_at(x, y) == 0]
+    groups: dict[int, list] = defaultdict(list)
+    for x, y, _ in positives:
+        i = editor.instance_at(x, y)
+        if i:
+            groups[i].append([float(x), float(y)])
+    edits += [editor.split(i, g) for i, g in groups.items() if len(g) >= 2]
+    return edits
+
+
+def segment_with_points(segmenter, source, points, on_tile=None):
+    """``segmenter``'s automatic segmentation of ``source`` corrected by expert ``points float [N, 3]`` through
+    the editor (:func:`apply_points`) -> :class:`~sac.inference.segmenter.SegmentationResult` whose ``prompts``
+    list every expert point after the automatic prompts (also the points that changed nothing)."""
+    from sac.inference.editor import Editor
+
+    editor = Editor.from_segmenter(segmenter, source, on_tile=on_tile)
+    apply_points(editor, points)
+    return editor.result(clicks=points)
