@@ -26,7 +26,8 @@ def add_arguments(parser):
     m = parser.add_argument_group("model options (--model only; default: the model's own settings)")
     m.add_argument("--points", type=int, default=None, help="number of auto-prompt points")
     m.add_argument("--expert", type=int, default=None, metavar="M",
-                   help="simulated expert points per image (0 = none)")
+                   help="simulated expert clicks per image: M on ground-truth nuclei + M on background, applied "
+                        "to the automatic result like sac segment --expert-points (0 = none)")
     m.add_argument("--select", choices=SELECT_CHOICES, default=None, help="point selection rule")
     m.add_argument("--tile", type=int, default=None, help="tile size in pixels")
     m.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels")

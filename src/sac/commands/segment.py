@@ -24,7 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--select", choices=("centroid", "random"), default=None,
                         help="automatic prompt selection (default: the model's)")
     parser.add_argument("--expert-points", default=None, metavar="POINTS|FILE.json",
-                        help='expert prompts "x,y,label;..." in image pixels, or a JSON file')
+                        help='expert clicks "x,y,label;..." in image pixels, or a JSON file: label 0 removes the '
+                             'nucleus under the point, 1 adds a missed nucleus there (docs/interactive.md)')
     parser.add_argument("--tile", type=int, default=None, metavar="T",
                         help="window side in model pixels, at most the model input (default: the input size, 256 for "
                              "litemedsam; smaller windows are padded to it)")

@@ -73,7 +73,12 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
         bar = tqdm(total=len(segmenter.tiles_for(*source.shape)), desc="tiles", unit="tile", leave=False,
                    disable=None)
         with bar:
-            result = segmenter.segment(source, expert_points=pts, on_tile=on_tile or bar.update)
+            if pts is None:
+                result = segmenter.segment(source, on_tile=on_tile or bar.update)
+            else:  # expert points are clicks on the automatic result (docs/segment.md)
+                from sac.inference.experts import segment_with_points
+
+                result = segment_with_points(segmenter, source, pts, on_tile=on_tile or bar.update)
         write_outputs(result, out_dir, path.stem, formats, written=written)
         row.update(nuclei=result.n_nuclei, seconds=round(result.seconds, 2))
         if result.n_nuclei:
