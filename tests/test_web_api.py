@@ -193,6 +193,44 @@ def test_upload_segment_edit_like_the_library(tiny_model, crop):
         np.testing.assert_array_equal(server_labels(c), lib.result().labels)
 
 
+def test_outline_deltas_follow_any_label_change():
+    """Contours.update (what the page receives after an edit) keeps the held outlines equal to a fresh computation,
+    whatever changed: a nucleus erased, two merged, one painted over others, one grown, an id renumbered."""
+    from skimage.measure import label
+
+    from sac.web.contours import Contours
+
+    rng = np.random.default_rng(0)
+    labels = label(skimage.data.binary_blobs(160, blob_size_fraction=0.06, volume_fraction=0.3, rng=1)).astype(
+        np.int32)
+    shown = Contours(labels)
+    held = {k: v for k, v in shown.payload()["nuclei"].items()}
+    assert len(held) == labels.max() > 10
+    for step in range(12):
+        labels = labels.copy()
+        ids = np.unique(labels[labels > 0])
+        a, b = (int(i) for i in rng.choice(ids, 2, replace=False))
+        kind = step % 5
+        if kind == 0:
+            labels[labels == a] = 0
+        elif kind == 1:
+            labels[labels == b] = a
+        elif kind == 2:
+            y, x = rng.integers(10, 150, 2)
+            labels[y - 8 : y + 8, x - 8 : x + 8] = labels.max() + 1
+        elif kind == 3:
+            from scipy import ndimage as ndi
+
+            labels[ndi.binary_dilation(labels == a, iterations=2) & (labels == 0)] = a
+        else:
+            labels[labels == a] = labels.max() + 7
+        delta = shown.update(labels)
+        assert delta["version"] == step + 1
+        apply_delta(held, delta)
+        assert held == Contours(labels).payload()["nuclei"], kind
+    assert shown.update(labels) == {"version": 12, "removed": [], "nuclei": {}}  # nothing changed: nothing sent
+
+
 def test_exports_are_the_segment_writers(tiny_model, crop, tmp_path):
     from sac.inference.writers import FORMATS, SUFFIX, write_outputs
 
