@@ -32,6 +32,7 @@ from sac.errors import SACError
 from sac.inference import engine_cache
 from sac.inference.config import ENGINE_CHOICES
 from sac.inference.export import DecoderGraph, EncoderGraph, UNetGraph, prepare_mask_prompt, reference_tile
+from sac.models.sac import SAC
 
 ENGINES = tuple(c for c in ENGINE_CHOICES if c != "auto")
 AUTO_ORDER = ("openvino", "onnxruntime", "torch")  # fastest first (docs/engines.md)
@@ -291,9 +292,9 @@ def _compiled(model, name: str, precision: str) -> Engine:
     stages = ["encoder", "decoder"] + (["unet"] if model.prompt_generator is not None else [])
     meta = engine_cache.load_entry(folder)
     if meta is None:
-        ex = _graph_inputs(model)
         tmp = engine_cache.new_entry(folder)
         try:
+            ex = _graph_inputs(model)
             export(model, ex, tmp)
             engine_cache.EXPORTS[name] += 1
             ok, summary = check(CompiledEngine(model, load(tmp, stages, precision), name), ex, precision)
@@ -314,7 +315,8 @@ def make_engine(model, name: str = "auto", device: torch.device | str = "cpu", *
                 precision: str | None = None) -> Engine:
     """The engine ``name`` (``auto`` | ``openvino`` | ``onnxruntime`` | ``torch``) for ``model`` on ``device``.
 
-    ``auto`` = the first of :data:`AUTO_ORDER` that is installed and passes the check; cuda always runs torch.
+    ``auto`` = the first of :data:`AUTO_ORDER` that is installed and passes the check; cuda, and modules that are
+    not a :class:`SAC` (test stand-ins), always run torch.
     ``precision`` (OpenVINO encoder: ``f32`` | ``bf16``; default :data:`ENCODER_PRECISION`). Raises SACError for
     an unknown name or an explicitly requested runtime that is not installed.
     """
@@ -324,7 +326,7 @@ def make_engine(model, name: str = "auto", device: torch.device | str = "cpu", *
         raise SACError(f"--engine must be one of auto, {', '.join(ENGINES)}; got {name!r}")
     if precision not in TOLERANCE:
         raise SACError(f"engine precision must be one of {', '.join(TOLERANCE)}; got {precision!r}")
-    if name == "torch" or device.type != "cpu":
+    if name == "torch" or device.type != "cpu" or (name == "auto" and not isinstance(model, SAC)):
         return Engine(model, device)
     if name != "auto":
         return _compiled(model, name, precision)
