@@ -6,7 +6,7 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
-from sac.inference.config import DEVICE_CHOICES, ENGINE_CHOICES, SELECT_CHOICES
+from sac.inference.config import DEVICE_CHOICES, ENGINE_CHOICES, SELECT_CHOICES, diameter_arg, scale_arg
 from sac.postprocess import DISTANCE_H
 
 HELP = "Score predictions (--pred) or a trained model (--model) against ground truth."
@@ -31,7 +31,11 @@ def add_arguments(parser):
     m.add_argument("--select", choices=SELECT_CHOICES, default=None, help="point selection rule")
     m.add_argument("--tile", type=int, default=None, help="tile size in pixels")
     m.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels")
-    m.add_argument("--scale", type=float, default=None, help="resize factor applied before segmenting")
+    m.add_argument("--scale", type=scale_arg, default=None, metavar="auto|F",
+                   help="resize factor in (0, 8] applied before segmenting (default auto: estimated per image from "
+                        "its nucleus size, docs/scale.md)")
+    m.add_argument("--nucleus-diameter", type=diameter_arg, default=None, metavar="PX",
+                   help="typical nucleus diameter of the images in pixels: sets the scale instead of the estimate")
     m.add_argument("--split-h", type=float, default=None, metavar="H",
                    help=f"watershed marker height on a distance head's map (default {DISTANCE_H}; lower splits more)")
     m.add_argument("--tta", action="store_true", default=None,
@@ -44,8 +48,8 @@ def add_arguments(parser):
     m.add_argument("--limit", type=int, default=None, metavar="K", help="score only the first K images")
 
 
-_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "split_h", "tta", "seed", "device",
-               "engine", "sam_checkpoint", "limit")
+_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "nucleus_diameter", "split_h", "tta", "seed",
+               "device", "engine", "sam_checkpoint", "limit")
 
 
 def run(args) -> int:
@@ -76,7 +80,8 @@ def run(args) -> int:
         from sac.inference.config import InferenceConfig
         from sac.inference.evaluate import evaluate_model
 
-        given = {"tile": args.tile, "overlap": args.overlap, "scale": args.scale, "n_points": args.points,
+        given = {"tile": args.tile, "overlap": args.overlap, "scale": args.scale,
+                 "nucleus_diameter": args.nucleus_diameter, "n_points": args.points,
                  "select": args.select, "split_h": args.split_h, "tta": args.tta, "seed": args.seed,
                  "engine": args.engine}
         cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None})  # None: the library default

@@ -1,6 +1,6 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
-from sac.inference.config import ENGINE_CHOICES
+from sac.inference.config import ENGINE_CHOICES, diameter_arg, scale_arg
 
 HELP = "Segment nuclei in images: masks, instances, measurements, QuPath/napari outputs."
 
@@ -31,8 +31,13 @@ def add_arguments(parser):
                              "litemedsam; smaller windows are padded to it)")
     parser.add_argument("--overlap", type=int, default=None, metavar="O",
                         help="minimum overlap of neighbouring windows in model pixels (default: tile/8)")
-    parser.add_argument("--scale", type=float, default=1.0, metavar="F",
-                        help="resample images by F before segmentation, outputs back to full size (0.5 = 40x->20x)")
+    parser.add_argument("--scale", type=scale_arg, default=None, metavar="auto|F",
+                        help="resample images by F in (0, 8] before segmentation, outputs back to full size (0.5 = "
+                             "40x->20x); default auto: per image, the factor that brings its nuclei to the model's "
+                             "training size, estimated by the model (kept 1 near that size; docs/scale.md)")
+    parser.add_argument("--nucleus-diameter", type=diameter_arg, default=None, metavar="PX",
+                        help="typical nucleus diameter of the images in pixels: sets the scale instead of the "
+                             "estimate (with --scale auto)")
     parser.add_argument("--instances", choices=("watershed", "components"), default="watershed",
                         help="how touching nuclei are separated")
     parser.add_argument("--split-h", type=float, default=None, metavar="H",
@@ -88,7 +93,8 @@ def run(args) -> int:
 
     # Everything a user can get wrong is checked before the (slow) model load.
     cfg = InferenceConfig(
-        tile=args.tile, overlap=args.overlap, scale=args.scale, n_points=args.points, select=args.select,
+        tile=args.tile, overlap=args.overlap, n_points=args.points, select=args.select,
+        nucleus_diameter=args.nucleus_diameter, **({"scale": args.scale} if args.scale is not None else {}),
         instances=args.instances, min_area=args.min_area, seed=args.seed, split_h=args.split_h, tta=args.tta,
         **({"engine": args.engine} if args.engine else {}),
     ).validate()
@@ -131,6 +137,8 @@ def run(args) -> int:
         if row["status"] != "ok":
             failed += 1
             tqdm.write(f"error: {row['status']}", file=sys.stderr)
+        elif row.get("scale_info"):
+            tqdm.write(f"{path.name}: {row['nuclei']} nuclei, {row['scale_info']}")
         rows.append(row)
     if len(images) > 1:
         write_summary(out / "summary.csv", rows)

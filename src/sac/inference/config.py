@@ -6,6 +6,8 @@ One dataclass so that the CLI, :func:`sac.inference.evaluate.evaluate_model` and
 
 from __future__ import annotations
 
+import argparse
+import math
 from dataclasses import dataclass
 
 from sac.devices import DEVICE_CHOICES  # noqa: F401 -- re-exported: every inference choice list is importable here
@@ -15,6 +17,33 @@ from sac.models.config import SELECT_METHODS as SELECT_CHOICES
 INSTANCE_CHOICES = ("watershed", "components", "none")
 # Inference engines (sac.inference.engine): auto = the fastest installed one that matches torch on a real tile.
 ENGINE_CHOICES = ("auto", "openvino", "onnxruntime", "torch")
+# --scale: "auto" (estimate each image's nucleus size, sac.inference.scale) or a factor in (0, MAX_SCALE].
+SCALE_AUTO = "auto"
+MAX_SCALE = 8.0
+
+
+def scale_arg(text: str) -> float | str:
+    """argparse type of ``--scale``: ``auto`` or a number in (0, MAX_SCALE] (else a one-line error, exit 2)."""
+    if text.strip().lower() == SCALE_AUTO:
+        return SCALE_AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in (0, {MAX_SCALE:g}], got {text!r}") from None
+    if not 0 < value <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_SCALE:g}] or 'auto', got {text}")
+    return value
+
+
+def diameter_arg(text: str) -> float:
+    """argparse type of ``--nucleus-diameter``: a number of pixels > 0 (else a one-line error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels > 0, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of pixels > 0, got {text}")
+    return value
 
 
 @dataclass
@@ -26,7 +55,11 @@ class InferenceConfig:
     ``overlap``: minimum overlap between neighbouring tiles (pixels, model space). Tiles are then spread
     evenly, so the actual overlap can be larger but never smaller. ``None`` = ``tile // 8``.
     ``scale``: the image is resampled by this factor before segmentation and the outputs back to the
-    original size (e.g. 0.5 for a 40x H&E on a model trained at 20x).
+    original size (e.g. 0.5 for a 40x H&E on a model trained at 20x); ``"auto"`` (default): per image, the factor
+    that brings its nuclei to the model's training size (``SACConfig.nucleus_diameter``), estimated by the model's
+    prompt UNet (:mod:`sac.inference.scale`; 1 for sizes within 0.8..1.25 of the training size, docs/scale.md).
+    ``nucleus_diameter``: with ``scale="auto"``, the images' typical nucleus diameter in pixels, given instead of
+    estimated.
     ``n_points`` / ``select``: automatic prompts per tile (``None`` = what the model was trained with;
     ``0`` = no automatic prompts).
     ``instances``: ``watershed`` (seeded watershed inside the mask, separates touching nuclei),
@@ -48,7 +81,8 @@ class InferenceConfig:
 
     tile: int | None = None
     overlap: int | None = None
-    scale: float = 1.0
+    scale: float | str = SCALE_AUTO
+    nucleus_diameter: float | None = None
     n_points: int | None = None
     select: str | None = None
     instances: str = "watershed"
@@ -69,8 +103,13 @@ class InferenceConfig:
             raise SACError(f"--overlap must be >= 0, got {self.overlap}")
         if self.tile is not None and self.overlap is not None and self.overlap >= self.tile:
             raise SACError(f"--overlap ({self.overlap}) must be smaller than --tile ({self.tile})")
-        if not (0.05 <= self.scale <= 8):
-            raise SACError(f"--scale must be between 0.05 and 8, got {self.scale}")
+        if self.scale != SCALE_AUTO and not (isinstance(self.scale, int | float) and 0 < self.scale <= MAX_SCALE):
+            raise SACError(f"--scale must be 'auto' or a number in (0, {MAX_SCALE:g}], got {self.scale!r}")
+        if self.nucleus_diameter is not None:
+            if not (isinstance(self.nucleus_diameter, int | float) and 0 < self.nucleus_diameter < math.inf):
+                raise SACError(f"--nucleus-diameter must be a number of pixels > 0, got {self.nucleus_diameter!r}")
+            if self.scale != SCALE_AUTO:
+                raise SACError("give --scale or --nucleus-diameter, not both (the diameter sets the scale)")
         if self.n_points is not None and self.n_points < 0:
             raise SACError(f"--points must be >= 0, got {self.n_points}")
         if self.select is not None and self.select not in SELECT_CHOICES:

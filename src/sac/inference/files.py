@@ -50,7 +50,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_tile=None) -> dict:
     """Segment one image file and write its outputs; never raises for a bad file.
 
-    Returns a summary row ``{"image", "nuclei", "mean_area", "seconds", "status"}``; ``status`` is ``"ok"`` or
+    Returns a summary row ``{"image", "nuclei", "mean_area", "scale", "seconds", "status"}`` (and ``scale_info``,
+    :meth:`sac.inference.scale.ScaleEstimate.describe`, once the scale is known); ``status`` is ``"ok"`` or
     the one-line error naming the file. On failure, outputs already written for this image are removed, so no
     incomplete set of files is left behind.
     """
@@ -58,7 +59,7 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
     from sac.inference.reader import open_image
     from sac.inference.writers import write_outputs
 
-    row = {"image": str(path), "nuclei": 0, "mean_area": "", "seconds": "", "status": "ok"}
+    row = {"image": str(path), "nuclei": 0, "mean_area": "", "scale": "", "seconds": "", "status": "ok"}
     written: list[Path] = []
     source = None
     try:
@@ -70,7 +71,9 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
             pts = check_points(pts, source.shape, str(path))
         from tqdm import tqdm
 
-        bar = tqdm(total=len(segmenter.tiles_for(*source.shape)), desc="tiles", unit="tile", leave=False,
+        scale = segmenter.scale_for(source)  # --scale auto estimates it here, once: segment() reuses it
+        estimate = segmenter.scale_estimate
+        bar = tqdm(total=len(segmenter.tiles_for(*source.shape, scale)), desc="tiles", unit="tile", leave=False,
                    disable=None)
         with bar:
             if pts is None:
@@ -80,7 +83,9 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
 
                 result = segment_with_points(segmenter, source, pts, on_tile=on_tile or bar.update)
         write_outputs(result, out_dir, path.stem, formats, written=written)
-        row.update(nuclei=result.n_nuclei, seconds=round(result.seconds, 2))
+        # result.seconds starts after the estimate above: add it so the row is the whole time of the image
+        row.update(nuclei=result.n_nuclei, seconds=round(result.seconds + estimate.seconds, 2), scale=round(scale, 4),
+                   scale_info=estimate.describe())
         if result.n_nuclei:
             row["mean_area"] = round(float(result.mask.sum()) / result.n_nuclei, 1)
     except SACError as exc:

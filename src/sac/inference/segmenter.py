@@ -113,6 +113,8 @@ class Segmenter:
 
             raise SACError(f"--tile {self.tile_model} is larger than the model input ({self.input_size} px); "
                            "use --scale to cover more image pixels per tile")
+        self._scale_memo = None  # (source, ScaleEstimate) of the last image, see scale_for
+        self.scale_estimate = None
         prompts = model.cfg.prompts
         self.prompt_cfg = dataclasses.replace(
             prompts,
@@ -124,13 +126,32 @@ class Segmenter:
 
     # ------------------------------------------------------------------ geometry
     def scale_for(self, source) -> float:
-        """The resampling factor used for ``source`` (an image array or reader source): ``cfg.scale``."""
-        return float(self.cfg.scale)
+        """The resampling factor used for ``source`` (an image array or reader source): ``cfg.scale``, or with
+        ``"auto"`` :func:`sac.inference.scale.resolve_scale`'s (the model's UNet estimates the nucleus size, or
+        ``cfg.nucleus_diameter`` gives it). The estimate of the last source is kept (``self.scale_estimate``), so
+        asking again for the same source object costs nothing."""
+        from sac.inference.scale import resolve_scale
+
+        memo = self._scale_memo
+        if memo is not None and memo[0] is source:
+            return memo[1].scale
+        est = resolve_scale(self.cfg.scale, source, image_diameter=self.cfg.nucleus_diameter,
+                            target=getattr(self.model.cfg, "nucleus_diameter", None),
+                            prompt_maps=self.engine.prompt_maps if self.has_unet else None,
+                            tile=self.tile_model, input_size=self.input_size)
+        self._scale_memo, self.scale_estimate = (source, est), est
+        return est.scale
+
+    def _default_scale(self) -> float:
+        """``cfg.scale`` when it is a number; with ``auto`` the last image's scale (1 before any image)."""
+        if self.cfg.scale != "auto":
+            return float(self.cfg.scale)
+        return 1.0 if self._scale_memo is None else self._scale_memo[1].scale
 
     def window(self, scale: float | None = None) -> tuple[int, int]:
         """(tile, overlap) in original-image pixels for the model-space tile and overlap at ``scale``
         (None = ``cfg.scale``)."""
-        scale = float(self.cfg.scale if scale is None else scale)
+        scale = self._default_scale() if scale is None else float(scale)
         s = self.tile_model
         overlap = self.cfg.overlap if self.cfg.overlap is not None else s // 8
         return max(1, round(s / scale)), max(0, round(overlap / scale))
@@ -142,11 +163,15 @@ class Segmenter:
 
     def settings(self, scale: float | None = None) -> dict:
         """The effective settings (for reports and ``evaluate_model``) at ``scale`` (None = ``cfg.scale``)."""
-        scale = float(self.cfg.scale if scale is None else scale)
+        # One image's settings record its scale (and, with auto, the estimate); a dataset's keep "auto".
+        per_image = scale is not None or self.cfg.scale != "auto"
+        scale = self._default_scale() if scale is None else float(scale)
         size, overlap = self.window(scale)
         return {
+        estimate = self._scale_memo[1] if per_image and self._scale_memo and self.cfg.scale == "auto" else None
             **dataclasses.asdict(self.cfg),
-            "scale": scale,
+            "scale": scale if per_image else self.cfg.scale,
+            **({"scale_estimate": estimate.to_dict()} if estimate is not None else {}),
             "engine": self.engine.name,
             "n_points": self.prompt_cfg.n_points if self.has_unet else 0,
             "select": self.prompt_cfg.select,

@@ -236,11 +236,12 @@ def write_outputs(result, out_dir: Path, stem: str, formats=FORMATS, written: li
     return written
 
 
-SUMMARY_COLUMNS = ("image", "nuclei", "mean_area", "seconds", "status")
+SUMMARY_COLUMNS = ("image", "nuclei", "mean_area", "scale", "seconds", "status")
 
 
 def write_summary(path: Path, rows: list[dict]) -> None:
-    """``summary.csv``: one row per image (``image, nuclei, mean_area, seconds, status``)."""
+    """``summary.csv``: one row per image (``image, nuclei, mean_area, scale, seconds, status``; ``scale``: the factor
+    the image was segmented at, estimated per image with ``--scale auto``)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
