@@ -80,11 +80,11 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
                           split_h=split_h)
     loaded = load_model(model)
     seg = loaded.segmenter(cfg.validate())
-    if seg.encoder is not None and os.environ.get("SAC_EMB_CACHE", "1") != "0":
-        seg.encoder = _memo_encoder(seg.encoder, _encoder_kind(loaded))
+    if os.environ.get("SAC_EMB_CACHE", "1") != "0":
+        seg.engine.encode = _memo_encoder(seg.engine.encode, _encoder_kind(loaded))
     if unet_only:
         pe = loaded.module.prompt_encoder
-        seg.encoder = lambda x: torch.zeros(len(x), pe.embed_dim, *pe.image_embedding_size)
+        seg.engine.encode = lambda x: torch.zeros(len(x), pe.embed_dim, *pe.image_embedding_size)
     rows = ("unet",) if unet_only else ("sac", "unet", "fused") if unet else ("sac",)
     res = evaluate_model(loaded, data, split, cfg, ids=ids, limit=limit, expert=expert, rows=rows,
                          expert_mode=expert_mode, save_maps=save_maps, segmenter=seg, progress=progress)

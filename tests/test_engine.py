@@ -172,3 +172,49 @@ def test_openvino_without_onnx_package_uses_torch_export(tiny, monkeypatch, cach
     x = reference_tile(tiny.input_size)
     ref = E.Engine(tiny).encode(x)
     assert float((engine.encode(x) - ref).abs().max()) <= E.TOLERANCE["f32"] * max(1.0, float(ref.abs().max()))
+
+
+class ChannelSAC(torch.nn.Module):
+    """Stand-in SAC: the UNet's nucleus probability is the green channel, SAM's mask probability the red one; counts
+    the tiles SAM decodes."""
+
+    def __init__(self, input_size: int = 64):
+        super().__init__()
+        from sac.models.config import SACConfig
+
+        self.cfg = SACConfig()
+        self.input_size = input_size
+        self.image_encoder = torch.nn.Identity()
+        self.prompt_generator = torch.nn.Identity()
+        self.prompt_generator.out_channels = 1
+        self.decoded = 0
+
+    def prompt_maps(self, images):
+        return torch.logit(images[:, 1:2].clamp(1e-4, 1 - 1e-4)), None
+
+    def normalise(self, images):
+        return images
+
+    def decode(self, emb, coords, labels, mask_prompt=None):
+        self.decoded += len(emb)
+        return torch.logit(emb[:, :1].clamp(1e-4, 1 - 1e-4)), torch.zeros(len(emb), 1)
+
+
+@pytest.mark.parametrize("rule,expected_sam", [(None, 9), (0.0, 4), (0.5, 0)])
+def test_sam_only_where_it_pays(rule, expected_sam):
+    image = np.zeros((160, 160, 3), np.uint8)
+    image[..., 0] = 200  # SAM would say nucleus everywhere
+    image[50:62, 50:62, 1] = 255  # one UNet nucleus, in the four top-left windows (3 x 3 windows of 64 px)
+    image[53:59, 53:59, 1] = 128  # with an uncertain core (p = 0.5): 36 px, far below half of a window
+    model = ChannelSAC()
+    seg = Segmenter(model, InferenceConfig(engine="torch", scale=1.0, overlap=16, sam_uncertain=rule, n_points=1))
+    assert len(seg.tiles_for(160, 160)) == 9
+    res = seg.segment(image, keep_embeddings=True)
+    assert model.decoded == expected_sam == seg.windows_run[1] and seg.windows_run[0] == 9
+    assert len(res.embeddings) == expected_sam
+    far = res.prob[120:, 120:]  # covered only by windows without a nucleus
+    if rule is None:
+        assert np.allclose(far, 200 / 255, atol=1e-3)  # SAM's answer
+    else:
+        assert far.max() < 0.01  # the UNet's (green = 0): SAM was skipped there
+        assert not res.mask[120:, 120:].any()

@@ -76,6 +76,9 @@ class InferenceConfig:
     ``threshold``: probability above which a pixel is nucleus.
     ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
     ``seed``: seeds the random prompt selection so runs are reproducible.
+    ``sam_uncertain``: where the SAM encoder + decoder run (the UNet runs on every window). ``None``: every window;
+    a fraction F: only windows whose UNet map holds a nucleus (a pixel above ``threshold``) and has at least F of
+    its pixels uncertain (0.1 < p < 0.9); elsewhere the UNet's probability stands in for SAM's (docs/segment.md).
     ``engine``: what runs the model on the CPU (one of ``ENGINE_CHOICES``; docs/engines.md); cuda always runs torch.
     """
 
@@ -93,6 +96,7 @@ class InferenceConfig:
     threshold: float = 0.5
     batch: int = 1
     seed: int = 0
+    sam_uncertain: float | None = None
     engine: str = "auto"
 
     def validate(self) -> InferenceConfig:
@@ -120,6 +124,8 @@ class InferenceConfig:
             raise SACError(f"--split-h must be in (0, 1), got {self.split_h}")
         if not (0 < self.threshold < 1):
             raise SACError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.sam_uncertain is not None and not (0 <= self.sam_uncertain <= 1):
+            raise SACError(f"--sam-uncertain must be in [0, 1], got {self.sam_uncertain}")
         if self.engine not in ENGINE_CHOICES:
             raise SACError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
         if self.batch < 1:

@@ -123,6 +123,7 @@ class Segmenter:
         )
         self.has_unet = model.prompt_generator is not None and prompts.enabled
         self.has_distance = self.has_unet and model.prompt_generator.out_channels > 1
+        self.windows_run = [0, 0]  # windows segmented so far, of which SAM ran on (cfg.sam_uncertain)
 
     # ------------------------------------------------------------------ geometry
     def scale_for(self, source) -> float:
@@ -167,8 +168,8 @@ class Segmenter:
         per_image = scale is not None or self.cfg.scale != "auto"
         scale = self._default_scale() if scale is None else float(scale)
         size, overlap = self.window(scale)
-        return {
         estimate = self._scale_memo[1] if per_image and self._scale_memo and self.cfg.scale == "auto" else None
+        return {
             **dataclasses.asdict(self.cfg),
             "scale": scale if per_image else self.cfg.scale,
             **({"scale_estimate": estimate.to_dict()} if estimate is not None else {}),
@@ -230,7 +231,8 @@ class Segmenter:
     def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list,
                                                                        torch.Tensor]:
         """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
-        the distance head's map if any) or None, prompts, embeddings ``float32 [b, 256, h, w]``."""
+        the distance head's map if any) or None, prompts, per window its embedding ``float32 [256, h, w]`` or None
+        where SAM did not run (``cfg.sam_uncertain``; there the SAC prob is the UNet's)."""
         engine = self.engine
         logits, dist_logits = self._prompt_maps(batch) if self.has_unet else (None, None)
         prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if logits is not None else None
@@ -241,10 +243,35 @@ class Segmenter:
         coords, labels = select_batch(
             prob, cfg, [e[0] for e in experts], [e[1] for e in experts], rng, batch_size=len(batch)
         )
-        emb = engine.encode(batch)
-        mask_logits, _ = engine.decode(emb, torch.from_numpy(coords), torch.from_numpy(labels), logits)
-        sac_prob = torch.sigmoid(mask_logits)[:, 0].numpy()
-        return sac_prob, unet_maps, list(zip(coords, labels, strict=True)), emb
+        run = self._needs_sam(prob, experts)
+        self.windows_run[0] += len(run)
+        self.windows_run[1] += int(run.sum())
+        sac_prob = np.array(prob[:, None] if prob is not None else np.zeros((len(batch), 1, 1, 1)), np.float32)[:, 0]
+        emb = None
+        if run.any():
+            idx = torch.from_numpy(np.flatnonzero(run))
+            emb = engine.encode(batch[idx])
+            mask_logits, _ = engine.decode(emb, torch.from_numpy(coords[run]), torch.from_numpy(labels[run]),
+                                           None if logits is None else logits[idx])
+            sac_prob = np.broadcast_to(sac_prob, (len(batch), *mask_logits.shape[-2:])).copy()
+            sac_prob[run] = torch.sigmoid(mask_logits)[:, 0].numpy()
+        embs = iter(emb) if emb is not None else iter(())
+        # Prompts of windows SAM skipped were never used: report none for them.
+        prompts = [(c, lab) if r else (c[:0], lab[:0]) for c, lab, r in zip(coords, labels, run, strict=True)]
+        return sac_prob, unet_maps, prompts, [next(embs) if r else None for r in run]
+
+    def _needs_sam(self, prob: np.ndarray | None, experts) -> np.ndarray:
+        """``bool [b]``: the windows SAM runs on (``cfg.sam_uncertain``): all without a UNet or with expert points;
+        else those whose UNet map ``prob [b, S, S]`` holds a nucleus and is uncertain enough."""
+        b = len(experts)
+        frac = self.cfg.sam_uncertain
+        if prob is None or frac is None:
+            return np.ones(b, bool)
+        p = prob[:, : self.tile_model, : self.tile_model].reshape(b, -1)
+        uncertain = ((p > 0.1) & (p < 0.9)).mean(1)
+        has_nucleus = (p > self.cfg.threshold).any(1)
+        has_expert = np.array([len(e[1]) > 0 for e in experts])
+        return has_expert | (has_nucleus & (uncertain >= frac))
 
     def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
         """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
@@ -300,7 +327,7 @@ class Segmenter:
             experts = [self._expert_in(t, points) for t in chunk]
             sac_prob, unet_maps, prompts, emb = self._run_batch(batch, experts, rng)
             for j, tile in enumerate(chunk):
-                if embeddings is not None:
+                if embeddings is not None and emb[j] is not None:
                     embeddings[tile] = emb[j].to(torch.float16)
                 maps = sac_prob[j][None] if unet_maps is None else np.concatenate([sac_prob[j][None], unet_maps[j]])
                 stitcher.add(tile, self._to_window(maps, size))
