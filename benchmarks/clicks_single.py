@@ -13,10 +13,11 @@ Per set (the 6 held-out MoNuSeg training images, DSB val), for each sampled grou
 Embeddings are cached as in the editor: each image is tiled with the default 256 px windows (overlap 32, scale 1),
 each window embedded once per model, and each nucleus decoded in the window in which its first click lies
 farthest from a window side inside the image. The interactive head's first round gets the UNet's logits of that
-window as mask input. Rows: the interactive head (``SAC.decode_object`` of a model with ``object_decoder``) with
-a click and with a box; zero-shot LiteMedSAM (``"sam"``: its pretrained decoder, no mask input) with a click and
-with a box (anchor rows). ``--per-set N`` samples N nuclei per set (seeded; the same nuclei for every row run with
-the same seed: a smaller N takes a prefix of the same order). Rows are merged into an existing results file.
+window as mask input (``head-click-nomask``: without it). Rows: the interactive head (``SAC.decode_object`` of a
+model with ``object_decoder``) with a click and with a box; zero-shot LiteMedSAM (``"sam"``: its pretrained
+decoder, no mask input) with a click and with a box (anchor rows). ``--per-set N`` samples N nuclei per set
+(seeded; the same nuclei for every row run with the same seed: a smaller N takes a prefix of the same order).
+Rows are merged into an existing results file.
 
 Latency (``--latency N``): N single-click ``decode_object`` calls (one prompt set, embedding and UNet logits
 cached) on the MoNuSeg 1000 x 1000 images, median and p95 in ms, with the load average (shared machine).
@@ -47,7 +48,7 @@ from sac.inference.tiling import Tile, make_tiles
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
 ROWS = {  # row -> (model key, first prompt)
-    "head-click": ("head", "click"), "head-box": ("head", "box"),
+    "head-click": ("head", "click"), "head-box": ("head", "box"), "head-click-nomask": ("head", "click-nomask"),
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
 }
 CLICKS = 5
@@ -144,7 +145,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.nd
         targets = [lab[tile.y0:tile.y1, tile.x0:tile.x1] == jobs[j]["id"] for j in idx]
         areas = [int(np.count_nonzero(lab[jobs[j]["slice"]] == jobs[j]["id"])) for j in idx]
         origin = np.array([tile.x0, tile.y0], np.float32)
-        pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] if first == "click" else [] for j in idx]
+        pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] if first != "box" else [] for j in idx]
         boxes = [np.array(jobs[j]["box"], np.float32) - np.tile(origin, 2) for j in idx] if first == "box" else None
         prev: list = [None] * len(idx)
         active = list(range(len(idx)))
@@ -159,7 +160,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.nd
                         coords[q, t], labels[q, t] = xy, lb
                 bx = torch.from_numpy(np.stack([boxes[p] for p in part])) if boxes is not None else None
                 if r == 0:
-                    mask_in = None if unet is None else unet.expand(len(part), -1, -1, -1)
+                    mask_in = None if unet is None or first == "click-nomask" else unet.expand(len(part), -1, -1, -1)
                 else:
                     mask_in = torch.stack([prev[p] for p in part])
                 logits, _ = model.decode_object(emb, torch.from_numpy(coords) if n else None,
