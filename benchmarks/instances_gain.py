@@ -4,13 +4,16 @@ Two measurements, both scored with :func:`sac.evaluation.report.score` against t
 
 1. ``oracle``: instances from the *ground-truth* semantic mask (``labels > 0``) -- isolates the splitting method
    from segmentation errors (upper bound of what instance post-processing can give);
-2. ``model``: one `Segmenter` run per image (the `sac segment` path), then the same thresholded SAC probability
-   split by watershed (what `sac segment` writes) and by connected components (semantic-only), same ``min_area``.
+2. ``model``: one `Segmenter` run per image (the `sac segment` path), then a thresholded probability map split
+   by watershed and by connected components (semantic-only), same ``min_area``. ``--map sac``: the SAC mask (the
+   watershed is what `sac segment` writes); ``--map unet``: the model's prompt-generator map, split by the same
+   instance step (following the UNet's distance head when it has one), as the "unet" row of
+   :func:`sac.inference.evaluate.evaluate_model`.
 
     .venv/bin/python benchmarks/instances_gain.py --model RUN_DIR [--ids A,B,...] [--scale 1.0]
 
 Image ids: ``--ids``, else the MoNuSeg validation ids recorded in RUN_DIR/splits.json, else 6 ids drawn with
-``random.Random(0)``. Results: benchmarks/results/instances_gain.json.
+``random.Random(0)`` (the default model's MoNuSeg hold-out, drawn the same way). Results: benchmarks/results/instances_gain.json.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ DATA = Path(os.environ.get("SAC_DATA", REPO.parent / "shared" / "data"))
 def pick_ids(model: str | None, ids: str | None) -> tuple[list[str], str]:
     if ids:
         return ids.split(","), "--ids"
-    if model:
+    if model and model != "default" and not model.startswith("sam"):  # a run folder records its split
         from sac.inference.api import find_model_dir
 
         for cand in (Path(model), find_model_dir(model).parent):
@@ -41,38 +44,6 @@ def pick_ids(model: str | None, ids: str | None) -> tuple[list[str], str]:
                     return val[0]["ids"], f"{sp} (MoNuSeg validation ids of the run)"
     all_ids = sorted(p.stem for p in (DATA / "monuseg" / "train" / "images").glob("*.png"))
     return sorted(random.Random(0).sample(all_ids, 6)), "random.Random(0).sample(monuseg train ids, 6)"
-
-
-class UNetAsMask:
-    """Adapter: a SAC whose "mask" is its UNet prompt map, so a `unet`-variant run (untrained decoder) can be
-    tiled and stitched by the same Segmenter without paying for the image encoder and decoder."""
-
-    def __init__(self, sac_model):
-        import torch
-
-        self.sac = sac_model
-        self.cfg, self.input_size = sac_model.cfg, sac_model.input_size
-        self.prompt_generator = sac_model.prompt_generator
-        self.image_encoder = torch.nn.Identity()
-        self._last = None
-
-    def to(self, device):
-        self.sac.to(device)
-        return self
-
-    def eval(self):
-        self.sac.eval()
-        return self
-
-    def normalise(self, images):
-        return images
-
-    def prompt_logits(self, images):
-        self._last = self.sac.prompt_logits(images)
-        return self._last
-
-    def decode(self, emb, coords, labels):
-        return self._last, None
 
 
 def summarise(result: dict) -> dict:
@@ -87,8 +58,8 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--min-area", type=int, default=10)
     p.add_argument("--map", choices=("sac", "unet"), default="sac",
-                   help="probability map to split: the SAC mask (what sac segment uses) or the UNet prompt map "
-                        "(for a `unet`-variant run, whose mask decoder is untrained)")
+                   help="probability map to split: the SAC mask (what sac segment uses) or the model's UNet "
+                        "prompt map (e.g. for a `unet`-variant run, whose mask decoder is untrained)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "instances_gain.json"))
     a = p.parse_args()
 
@@ -104,7 +75,8 @@ def main() -> None:
     root = DATA / "monuseg" / "train"
     truth = {i: read_labels(root / "labels" / f"{i}.png") for i in ids}
     out: dict = {"ids": ids, "ids_from": source, "min_area": a.min_area,
-                 "command": "python benchmarks/instances_gain.py " + " ".join(sys.argv[1:])}
+                 "command": "python benchmarks/instances_gain.py " + " ".join(sys.argv[1:]),
+                 "loadavg": os.getloadavg()}
     out["oracle"] = {
         "components": summarise(score((i, t, components(t > 0, a.min_area)) for i, t in truth.items())),
         "watershed": summarise(score((i, t, watershed_instances(t > 0, min_area=a.min_area))
@@ -115,19 +87,23 @@ def main() -> None:
         from sac.inference.api import load_model
         from sac.inference.config import InferenceConfig
         from sac.inference.reader import open_image
-        from sac.inference.segmenter import Segmenter
 
-        module = load_model(a.model).module
-        module = module if a.map == "sac" else UNetAsMask(module)
-        seg = Segmenter(module, InferenceConfig(scale=a.scale, min_area=a.min_area))
+        seg = load_model(a.model).segmenter(InferenceConfig(scale=a.scale, min_area=a.min_area))
         ws, cc, secs = [], [], []
         for i in ids:
             t0 = time.perf_counter()
             res = seg.segment(open_image(root / "images" / f"{i}.png"))
             secs.append(time.perf_counter() - t0)
-            ws.append((i, truth[i], res.labels))
-            cc.append((i, truth[i], components(res.prob > seg.cfg.threshold, a.min_area)))
-            print(f"{i}: {ws[-1][2].max()} nuclei (watershed), {secs[-1]:.1f} s", file=sys.stderr)
+            if a.map == "sac":
+                prob, labels = res.prob, res.labels
+            elif res.prompt_prob is None:
+                raise SystemExit(f"--map unet: {a.model} has no prompt generator")
+            else:
+                prob = res.prompt_prob
+                labels = seg.instances(prob > seg.cfg.threshold, prob, res.distance)
+            ws.append((i, truth[i], labels))
+            cc.append((i, truth[i], components(prob > seg.cfg.threshold, a.min_area)))
+            print(f"{i}: {labels.max()} nuclei (watershed), {secs[-1]:.1f} s", file=sys.stderr)
         out["model"] = {"model": a.model, "map": a.map, "settings": seg.settings(),
                         "seconds_per_image": float(np.mean(secs)),
                         "components": summarise(score(cc)), "watershed": summarise(score(ws))}
