@@ -53,7 +53,8 @@ def server(tmp_path_factory):
     from sac.web.settings import ServeSettings
 
     port = free_port()
-    settings = ServeSettings(model="default", port=port, train_dir=tmp_path_factory.mktemp("corrections"))
+    # The torch engine: no graph export / compilation at start (the page, not the engine, is under test here).
+    settings = ServeSettings(model="default", port=port, engine="torch", train_dir=tmp_path_factory.mktemp("corr"))
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -93,6 +94,15 @@ def inside_point(page, nucleus_id: int) -> tuple[float, float]:
         }""", nucleus_id))
 
 
+def overlay_alpha(page, x: float, y: float) -> int:
+    """Alpha of the outline canvas at page coordinates (x, y) after the next frame: > 0 where a nucleus is drawn."""
+    page.evaluate("() => new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)))")
+    return page.evaluate("""([x, y]) => {
+        const c = document.getElementById('overlay'), r = c.getBoundingClientRect(), d = window.devicePixelRatio || 1;
+        return c.getContext('2d').getImageData(Math.round((x - r.left) * d), Math.round((y - r.top) * d), 1, 1).data[3];
+    }""", [x, y])
+
+
 def count(page) -> int:
     return int(page.text_content("#count"))
 
@@ -119,17 +129,20 @@ def test_segment_remove_undo_export_in_chromium(browser, server, monuseg_crop, t
     target = page.evaluate("[...window.sac.viewer.nuclei].sort((a, b) => b[1].area - a[1].area)[0][0]")
     page.keyboard.press("r")
     x, y = inside_point(page, target)
+    assert overlay_alpha(page, x, y) > 0  # filled
     page.mouse.click(x, y)
     page.wait_for_function(f"document.getElementById('count').textContent === '{n - 1}'", timeout=60_000)
     assert page.request.get(server + "/api/state").json()["n_nuclei"] == n - 1
     assert page.evaluate(f"window.sac.viewer.nuclei.has({target})") is False
     assert int(overlay.get_attribute("data-drawn")) == n - 1
+    assert overlay_alpha(page, x, y) == 0  # its outline and fill are gone from the picture, not only from the count
     page.screenshot(path=str(shots / "serve_after.png"))
 
     page.keyboard.press("Control+z")
     page.wait_for_function(f"document.getElementById('count').textContent === '{n}'", timeout=60_000)
     assert page.request.get(server + "/api/state").json()["n_nuclei"] == n
     assert page.evaluate(f"window.sac.viewer.nuclei.has({target})") is True
+    assert overlay_alpha(page, x, y) > 0
 
     with page.expect_download() as download:
         page.click("button[data-export=geojson]")

@@ -212,8 +212,8 @@ document.addEventListener("keydown", (ev) => {
 document.addEventListener("keyup", (ev) => { if (ev.key === " ") spaceDown = false; });
 
 // ------------------------------------------------------------------ display, export, saving
-$("contour-opacity").oninput = (ev) => { viewer.contourAlpha = +ev.target.value; viewer.changed(); };
-$("fill-opacity").oninput = (ev) => { viewer.fillAlpha = +ev.target.value; viewer.changed(); };
+$("contour-opacity").oninput = (ev) => { viewer.contourAlpha = +ev.target.value; viewer.restyle(); };
+$("fill-opacity").oninput = (ev) => { viewer.fillAlpha = +ev.target.value; viewer.restyle(); };
 
 document.querySelectorAll("[data-export]").forEach((b) => b.addEventListener("click", async () => {
   try {

@@ -1,13 +1,20 @@
 // The image viewport: zoom / pan, nucleus outlines on a canvas, hit-testing.
 //
 // Why this layout: the image is one <img> moved by a CSS transform (the compositor scales it, no redraw), and the
-// outlines live on a separate canvas the size of the viewport, redrawn at most once per animation frame and only
-// for the nuclei inside the visible rectangle (a grid index of 256-pixel cells finds them). Coordinates of the
-// outlines are image pixels with pixel (row r, column c) covering [c, c+1] x [r, r+1] (as the GeoJSON export).
+// outlines live on a separate canvas the size of the viewport, redrawn at most once per animation frame.
+// Zoomed out (the whole image at the current zoom fits in CACHE_MAX pixels a side) the outlines are drawn once into
+// an off-screen bitmap at that zoom and each frame is one drawImage of it: panning is a blit, zooming scales the
+// bitmap until it is redrawn at the new zoom 150 ms after the last change, and an edit redraws only its rectangle.
+// Zoomed in, the outlines are drawn as vectors, only those inside the visible rectangle (a grid index of 256-pixel
+// cells finds them). Drawing thousands of vector outlines every frame is what made a 4000 x 4000 image stutter
+// (docs/serve.md). Coordinates are image pixels with pixel (row r, column c) covering [c, c+1] x [r, r+1] (as the
+// GeoJSON export).
 
 const CELL = 256;
 const COLOURS = ["#ffe600", "#ff8c1a", "#4dd2ff", "#7dff6b", "#ff5cd6", "#b38cff"];
 const SELECTED = "#00ffff";
+const CACHE_MAX = 4096; // largest side of the outline bitmap (device pixels)
+const REDRAW_AFTER_MS = 150;
 
 export class Viewer {
   constructor(view, img, canvas) {
@@ -23,6 +30,8 @@ export class Viewer {
     this.contourAlpha = 0.9; this.fillAlpha = 0.2;
     this.pending = false;
     this.drawMs = 0;
+    this.cache = document.createElement("canvas"); // outlines of the whole image at cacheScale (device px / image px)
+    this.cacheScale = 0; this.cacheValid = false; this.dirty = []; this.timer = 0;
     new ResizeObserver(() => this.resize()).observe(view);
   }
 
@@ -51,11 +60,19 @@ export class Viewer {
   changed() {
     this.img.style.transform = `translate(${this.tx}px, ${this.ty}px) scale(${this.s})`;
     this.img.classList.toggle("pixelated", this.s >= 3);
+    if (this.cacheValid && this.cacheScale !== this.s * (window.devicePixelRatio || 1)) {
+      clearTimeout(this.timer);  // zooming: scale the bitmap now, redraw it sharp once the zoom rests
+      this.timer = setTimeout(() => { this.cacheValid = false; this.changed(); }, REDRAW_AFTER_MS);
+    }
     if (!this.pending) { this.pending = true; requestAnimationFrame(() => this.draw()); }
   }
+  restyle() { this.cacheValid = false; this.changed(); } // opacity changed: everything is redrawn
 
   // ------------------------------------------------------------------ nuclei
-  clear() { this.nuclei.clear(); this.grid.clear(); this.selected.clear(); this.markers = []; this.changed(); }
+  clear() {
+    this.nuclei.clear(); this.grid.clear(); this.selected.clear(); this.markers = []; this.cacheValid = false;
+    this.changed();
+  }
   cellsOf(b) {
     const out = [];
     for (let cy = Math.floor(b[0] / CELL); cy <= Math.floor((b[2] - 1) / CELL); cy++)
@@ -71,14 +88,20 @@ export class Viewer {
     const cells = this.cellsOf(n.bbox);
     for (const c of cells) { if (!this.grid.has(c)) this.grid.set(c, new Set()); this.grid.get(c).add(id); }
     this.nuclei.set(id, {path, bbox: n.bbox, area: n.area, cells});
+    this.dirty.push(n.bbox);
   }
   drop(id) {
     const n = this.nuclei.get(id);
     if (!n) return;
     for (const c of n.cells) this.grid.get(c)?.delete(id);
     this.nuclei.delete(id); this.selected.delete(id);
+    this.dirty.push(n.bbox);
   }
-  load(payload) { this.clear(); for (const [k, n] of Object.entries(payload.nuclei)) this.put(+k, n); this.changed(); }
+  load(payload) {
+    this.clear();
+    for (const [k, n] of Object.entries(payload.nuclei)) this.put(+k, n);
+    this.dirty = []; this.cacheValid = false; this.changed();
+  }
   apply(delta) {
     for (const id of delta.removed) this.drop(id);
     for (const [k, n] of Object.entries(delta.nuclei)) this.put(+k, n);
@@ -102,29 +125,73 @@ export class Viewer {
   }
 
   // ------------------------------------------------------------------ drawing
-  draw() {
-    this.pending = false;
-    const t0 = performance.now(), ctx = this.ctx, dpr = window.devicePixelRatio || 1;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
-    ctx.setTransform(dpr * this.s, 0, 0, dpr * this.s, dpr * this.tx, dpr * this.ty);
-    const [x0, y0] = this.toImage(0, 0);
-    const [x1, y1] = this.toImage(this.canvas.width / dpr, this.canvas.height / dpr);
-    const fills = COLOURS.map(() => new Path2D()), all = new Path2D(), sel = new Path2D();
+  // Fill (one colour per id bucket, to tell neighbours apart) and outline the nuclei ``ids`` on ``ctx`` whose
+  // transform maps image pixels to device pixels at ``scale``; returns how many were drawn.
+  paint(ctx, ids, scale, box) {
+    const fills = COLOURS.map(() => new Path2D()), all = new Path2D();
     let drawn = 0;
-    for (const id of this.idsIn(y0, x0, y1, x1)) {
+    for (const id of ids) {
       const n = this.nuclei.get(id), b = n.bbox;
-      if (b[2] < y0 || b[0] > y1 || b[3] < x0 || b[1] > x1) continue;
+      if (box && (b[2] < box[0] || b[0] > box[2] || b[3] < box[1] || b[1] > box[3])) continue;
       fills[id % COLOURS.length].addPath(n.path); all.addPath(n.path); drawn++;
-      if (this.selected.has(id)) sel.addPath(n.path);
     }
     if (this.fillAlpha > 0) {
       ctx.globalAlpha = this.fillAlpha;
       fills.forEach((p, k) => { ctx.fillStyle = COLOURS[k]; ctx.fill(p); });
     }
-    ctx.lineWidth = 1.5 / this.s;
-    if (this.contourAlpha > 0) { ctx.globalAlpha = this.contourAlpha; ctx.strokeStyle = COLOURS[0]; ctx.stroke(all); }
-    ctx.globalAlpha = 1; ctx.lineWidth = 3 / this.s; ctx.strokeStyle = SELECTED; ctx.stroke(sel);
+    if (this.contourAlpha > 0) {
+      ctx.globalAlpha = this.contourAlpha; ctx.lineWidth = 1.5 / scale; ctx.strokeStyle = COLOURS[0]; ctx.stroke(all);
+    }
+    ctx.globalAlpha = 1;
+    return drawn;
+  }
+
+  // Bring the outline bitmap up to date: all of it at the current zoom, or only the rectangles edits touched.
+  updateCache(scale) {
+    const c = this.cache, g = c.getContext("2d");
+    if (!this.cacheValid) {
+      c.width = Math.max(1, Math.ceil(this.W * scale)); c.height = Math.max(1, Math.ceil(this.H * scale));
+      g.setTransform(scale, 0, 0, scale, 0, 0);
+      this.paint(g, this.nuclei.keys(), scale, null);
+      this.cacheScale = scale; this.cacheValid = true; this.dirty = [];
+      return;
+    }
+    const k = this.cacheScale, pad = 3 / k;  // a line's half-width beyond the boxes
+    for (const b of this.dirty) {
+      const box = [b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad];
+      g.save();
+      g.setTransform(k, 0, 0, k, 0, 0);
+      g.beginPath(); g.rect(box[1], box[0], box[3] - box[1], box[2] - box[0]); g.clip();
+      g.clearRect(box[1], box[0], box[3] - box[1], box[2] - box[0]);
+      this.paint(g, this.idsIn(box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1), k, box);
+      g.restore();
+    }
+    this.dirty = [];
+  }
+
+  draw() {
+    this.pending = false;
+    const t0 = performance.now(), ctx = this.ctx, dpr = window.devicePixelRatio || 1, scale = this.s * dpr;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
+    let drawn;
+    if (Math.max(this.W, this.H) * scale <= CACHE_MAX) {
+      this.updateCache(this.cacheValid ? this.cacheScale : scale);
+      const k = scale / this.cacheScale;
+      ctx.drawImage(this.cache, dpr * this.tx, dpr * this.ty, this.cache.width * k, this.cache.height * k);
+      drawn = this.nuclei.size;  // every outline is in the bitmap
+    } else {
+      this.cacheValid = false; this.dirty = [];
+      ctx.setTransform(scale, 0, 0, scale, dpr * this.tx, dpr * this.ty);
+      const [x0, y0] = this.toImage(0, 0), [x1, y1] = this.toImage(this.canvas.width / dpr, this.canvas.height / dpr);
+      drawn = this.paint(ctx, this.idsIn(y0, x0, y1, x1), this.s, [y0, x0, y1, x1]);
+    }
+    ctx.setTransform(scale, 0, 0, scale, dpr * this.tx, dpr * this.ty);
+    if (this.selected.size) {
+      const sel = new Path2D();
+      for (const id of this.selected) sel.addPath(this.nuclei.get(id).path);
+      ctx.lineWidth = 3 / this.s; ctx.strokeStyle = SELECTED; ctx.stroke(sel);
+    }
     ctx.fillStyle = "#ff2d2d";
     for (const [x, y] of this.markers) { ctx.beginPath(); ctx.arc(x + 0.5, y + 0.5, 4 / this.s, 0, 7); ctx.fill(); }
     this.drawMs = performance.now() - t0;
