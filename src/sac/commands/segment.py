@@ -1,6 +1,15 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
-from sac.inference.config import ENGINE_CHOICES, diameter_arg, scale_arg
+from sac.inference.config import (
+    DEVICE_CHOICES,
+    ENGINE_CHOICES,
+    INSTANCE_CHOICES,
+    SELECT_CHOICES,
+    InferenceConfig,
+    diameter_arg,
+    scale_arg,
+)
+from sac.postprocess import DISTANCE_H
 
 HELP = "Segment nuclei in images: masks, instances, measurements, QuPath/napari outputs."
 
@@ -21,7 +30,7 @@ def add_arguments(parser):
                         help="'default' (bundled), 'sam' (zero-shot backbone), a model folder or a run folder")
     parser.add_argument("--points", type=int, default=None, metavar="N",
                         help="automatic prompts per class per tile (default: what the model was trained with)")
-    parser.add_argument("--select", choices=("centroid", "random"), default=None,
+    parser.add_argument("--select", choices=SELECT_CHOICES, default=None,
                         help="automatic prompt selection (default: the model's)")
     parser.add_argument("--expert-points", default=None, metavar="POINTS|FILE.json",
                         help='expert clicks "x,y,label;..." in image pixels, or a JSON file: label 0 removes the '
@@ -38,16 +47,18 @@ def add_arguments(parser):
     parser.add_argument("--nucleus-diameter", type=diameter_arg, default=None, metavar="PX",
                         help="typical nucleus diameter of the images in pixels: sets the scale instead of the "
                              "estimate (with --scale auto)")
-    parser.add_argument("--instances", choices=("watershed", "components"), default="watershed",
-                        help="how touching nuclei are separated")
+    parser.add_argument("--instances", choices=INSTANCE_CHOICES, default=None,
+                        help=f"how touching nuclei are separated (default {InferenceConfig.instances}; none = "
+                             "components)")
     parser.add_argument("--split-h", type=float, default=None, metavar="H",
                         help="watershed marker height on the distance head's map, in (0, 1): lower splits touching "
-                             "nuclei more (default 0.15; 0.1 suited dense H&E, 0.2 large fluorescent nuclei)")
+                             f"nuclei more (default {DISTANCE_H}; 0.1 suited dense H&E, 0.2 large fluorescent nuclei)")
     parser.add_argument("--tta", action="store_true",
                         help="flip test-time augmentation of the prompt UNet (4 flips per tile; the SAM encoder "
                              "still runs once)")
-    parser.add_argument("--min-area", type=int, default=10, metavar="PX", help="drop nuclei smaller than this")
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--min-area", type=int, default=None, metavar="PX",
+                        help=f"drop nuclei smaller than this (default {InferenceConfig.min_area})")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")
     parser.add_argument("--engine", choices=ENGINE_CHOICES, default=None,
                         help="what runs the model on the CPU (default auto: the fastest installed that matches torch; "
                              "--device cuda runs torch)")
@@ -55,7 +66,8 @@ def add_arguments(parser):
                         help="comma-separated subset of mask,labels,overlay,csv,geojson")
     parser.add_argument("--sam-checkpoint", default=None, metavar="PATH",
                         help="official SAM .pth for models on a vit_b/l/h backbone")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random prompt selection")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"seed of random prompt selection (default {InferenceConfig.seed})")
     slides = parser.add_argument_group(
         "whole-slide images and scale-out",
         "slides (SVS, NDPI, MRXS, OME-TIFF, pyramidal TIFF) are always segmented block by block; flat images too "
@@ -86,18 +98,16 @@ def run(args) -> int:
     from pathlib import Path
 
     from sac.errors import SACError
-    from sac.inference.config import InferenceConfig
     from sac.inference.experts import parse_expert_points
     from sac.inference.files import expand_inputs
     from sac.inference.writers import parse_formats
 
     # Everything a user can get wrong is checked before the (slow) model load.
-    cfg = InferenceConfig(
-        tile=args.tile, overlap=args.overlap, n_points=args.points, select=args.select,
-        nucleus_diameter=args.nucleus_diameter, **({"scale": args.scale} if args.scale is not None else {}),
-        instances=args.instances, min_area=args.min_area, seed=args.seed, split_h=args.split_h, tta=args.tta,
-        **({"engine": args.engine} if args.engine else {}),
-    ).validate()
+    given = {"tile": args.tile, "overlap": args.overlap, "n_points": args.points, "select": args.select,
+             "nucleus_diameter": args.nucleus_diameter, "scale": args.scale, "instances": args.instances,
+             "min_area": args.min_area, "seed": args.seed, "split_h": args.split_h, "tta": args.tta,
+             "engine": args.engine}
+    cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None}).validate()  # None: library default
     formats = parse_formats(args.formats)
     points = parse_expert_points(args.expert_points)
     from sac.inference.distributed import SlideOptions
@@ -123,7 +133,7 @@ def run(args) -> int:
     from sac.inference.writers import write_summary
 
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, sam_checkpoint=args.sam_checkpoint)
+    model = load_model(args.model, device=args.device or "cpu", sam_checkpoint=args.sam_checkpoint)
     segmenter = model.segmenter(cfg)
     out = Path(args.out)
     rows, failed = [], len(problems)
