@@ -127,6 +127,12 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:
     async def user_error(request: Request, exc: SACError):
         return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 400))
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception):
+        # A bug: the session stays usable, the page shows one line, the server log keeps the traceback.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         """Every request carries the token when one is set (header, cookie, or ``?token=`` in the first URL)."""
