@@ -12,11 +12,13 @@ never leaves a partial entry under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -82,9 +84,18 @@ def load_entry(folder: Path) -> dict | None:
     return meta
 
 
+STALE_S = 6 * 3600  # a temporary export folder older than this belongs to a process that died: removed
+
+
 def new_entry(folder: Path) -> Path:
-    """A fresh temporary folder beside ``folder`` to export into (then :func:`commit_entry`)."""
+    """A fresh temporary folder beside ``folder`` to export into (then :func:`commit_entry`); temporary folders of
+    exports that died long ago are removed on the way."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in folder.parent.glob(".*.*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and now - old.stat().st_mtime > STALE_S:
+                shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
 
 
