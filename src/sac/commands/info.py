@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sac.models.config import LoraConfig
+
 HELP = "Print the trainable/frozen parameter table of a SAC configuration (paper Table 6)."
 
 _ROWS = (
@@ -16,7 +18,7 @@ _ROWS = (
 
 def add_arguments(parser):
     parser.add_argument("--backbone", default="litemedsam", help="litemedsam, vit_b, vit_l or vit_h")
-    parser.add_argument("--lora-rank", type=int, default=None, help="LoRA rank r; None = the config's rank (4)")
+    parser.add_argument("--lora-rank", type=int, default=None, help=f"LoRA rank r (default {LoraConfig().rank})")
     parser.add_argument("--no-lora", action="store_true", help="count the SAM-FT variant (no LoRA)")
     parser.add_argument("--no-prompts", action="store_true", help="count without the auto-prompt generator")
     parser.add_argument("--interactive", action="store_true",

@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from sac.errors import SACError
 
-DATASETS = ("monuseg", "dsb2018", "glas")
+DATASETS = ("monuseg", "dsb2018", "glas")  # one converter module each; `sac data convert` choices
 
 
 @dataclass(frozen=True)
@@ -81,6 +79,8 @@ def convert(
     splits (``train``, ``testA``, ``testB``) to convert (default all). Existing files with the same id
     are replaced. Returns a :class:`ConvertSummary`. Raises SACError (nothing written) on bad input.
     """
+    import numpy as np
+
     from sac.data.io import write_image, write_labels
 
     mod = _module(dataset)
