@@ -13,7 +13,8 @@ Two measurements, both scored with :func:`sac.evaluation.report.score` against t
     .venv/bin/python benchmarks/instances_gain.py --model RUN_DIR [--ids A,B,...] [--scale 1.0]
 
 Image ids: ``--ids``, else the MoNuSeg validation ids recorded in RUN_DIR/splits.json, else 6 ids drawn with
-``random.Random(0)`` (the default model's MoNuSeg hold-out, drawn the same way). Results: benchmarks/results/instances_gain.json.
+``random.Random(0)`` (the default model's MoNuSeg hold-out, drawn the same way).
+Results: benchmarks/results/instances_gain.json.
 """
 
 from __future__ import annotations
