@@ -222,8 +222,7 @@ class SACLitModule(L.LightningModule):
         return mask_logits, prompt_logits, dist_logits
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {"mask": defaultdict(lambda: np.zeros(3)), "prompt": defaultdict(lambda: np.zeros(3)),
-                     "aji": defaultdict(list)}
+        self._val = {}  # crop index -> (image key, {"aji": float, "mask"/"prompt": (tp, fp, fn)})
         self.model.prompt_rng = np.random.default_rng(12345)  # random selection: same points every epoch
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -233,8 +232,7 @@ class SACLitModule(L.LightningModule):
         main = mask_logits if mask_logits is not None else prompt_logits
         ajis = crop_aji(batch["labels"].cpu().numpy(), crop_instances(main, dist_logits, valid),
                         valid[:, 0].cpu().numpy())
-        for key, aji in zip(batch["key"], ajis, strict=True):
-            self._val["aji"][key].append(aji)
+        records = [{"aji": aji} for aji in ajis]
         for name, logits in (("mask", mask_logits), ("prompt", prompt_logits)):
             if logits is None:
                 continue
@@ -242,23 +240,33 @@ class SACLitModule(L.LightningModule):
             tp = (pred & target & valid).flatten(1).sum(1)
             fp = (pred & ~target & valid).flatten(1).sum(1)
             fn = (~pred & target & valid).flatten(1).sum(1)
-            for key, a, b, c in zip(batch["key"], tp.tolist(), fp.tolist(), fn.tolist(), strict=False):
-                self._val[name][key] += (a, b, c)
+            for rec, a, b, c in zip(records, tp.tolist(), fp.tolist(), fn.tolist(), strict=True):
+                rec[name] = (a, b, c)
+        for index, key, rec in zip(batch["index"], batch["key"], records, strict=True):
+            self._val[int(index)] = (key, rec)
 
     def _gather_val(self) -> dict:
-        """Under DDP each rank saw part of the validation crops: merge every rank's per-image counts/AJIs."""
-        local = {name: dict(counts) for name, counts in self._val.items()}
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return local
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, local)
-        merged: dict = {name: {} for name in local}
-        for part in parts:
-            for name, counts in part.items():
-                for key, c in counts.items():
-                    have = merged.setdefault(name, {}).get(key)
-                    merged[name][key] = c if have is None else have + c  # arrays add, lists concatenate
-        return merged
+        """Per-image counts/AJIs of the validation crops, each crop counted once: under DDP every rank saw part of
+        them, and Lightning's DistributedSampler pads the last ranks by *repeating* crops, so the ranks' per-crop
+        records are merged by crop index (a repeat is dropped) before they are summed per image.
+        -> ``{"mask"|"prompt": {key: float64 [3] (tp, fp, fn)}, "aji": {key: [aji per crop]}}``."""
+        crops = self._val
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, crops)
+            crops = {}
+            for part in parts:
+                for index, record in part.items():
+                    crops.setdefault(index, record)
+        merged: dict = {"mask": defaultdict(lambda: np.zeros(3)), "prompt": defaultdict(lambda: np.zeros(3)),
+                        "aji": defaultdict(list)}
+        for index in sorted(crops):  # crop order: the AJI lists of one process and of DDP are the same
+            key, rec = crops[index]
+            merged["aji"][key].append(rec["aji"])
+            for name in ("mask", "prompt"):
+                if name in rec:
+                    merged[name][key] += rec[name]
+        return {name: dict(values) for name, values in merged.items()}
 
     def on_validation_epoch_end(self) -> None:
         gathered = self._gather_val()

@@ -192,7 +192,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     accelerator = _accelerator(cfg.device)
     trainer = L.Trainer(
         accelerator=accelerator, devices=cfg.devices,
-        strategy="ddp" if cfg.devices > 1 else "auto",
+        # SAM's mask decoder keeps hypernetwork MLPs for its 3 extra multimask outputs that no loss uses: DDP must be
+        # told to expect parameters without gradients (else it stops at the first step).
+        strategy="ddp_find_unused_parameters_true" if cfg.devices > 1 else "auto",
         max_epochs=cfg.epochs, min_epochs=min(cfg.min_epochs, cfg.epochs),
         max_time={"minutes": cfg.max_time} if cfg.max_time else None,
         max_steps=cfg.max_steps if cfg.max_steps else -1,
