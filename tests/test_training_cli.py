@@ -54,6 +54,9 @@ def test_sac_train_writes_complete_run_folder(dataset, tmp_path, capsys):
     assert summary["epochs_run"] == 2
     model = load_model_file(run / "best")  # the self-describing format loads back
     assert model.model_info["extra"]["training"]["variant"] == "sac"
+    # the run folder is recorded without the machine's layout: relative to the working directory, or its name
+    recorded = model.model_info["extra"]["training"]["run"]
+    assert not recorded.startswith("/") and recorded.endswith("run")
     ckpt = torch.load(run / "last.ckpt", weights_only=False, map_location="cpu")
     assert ckpt["global_step"] == 4 and "optimizer_states" in ckpt
     _no_temp_files(run)
