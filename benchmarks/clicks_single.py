@@ -49,6 +49,8 @@ MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-57
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
 ROWS = {  # row -> (model key, first prompt)
     "head-click": ("head", "click"), "head-box": ("head", "box"), "head-click-nomask": ("head", "click-nomask"),
+    # correction rounds with the UNet logits (or nothing) as mask input instead of the previous round's logits
+    "head-click-refine-unet": ("head", "click-refine-unet"), "head-click-refine-none": ("head", "click-refine-none"),
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
 }
 CLICKS = 5
@@ -159,8 +161,10 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.nd
                     for t, (xy, lb) in enumerate(pts[p]):
                         coords[q, t], labels[q, t] = xy, lb
                 bx = torch.from_numpy(np.stack([boxes[p] for p in part])) if boxes is not None else None
-                if r == 0:
-                    mask_in = None if unet is None or first == "click-nomask" else unet.expand(len(part), -1, -1, -1)
+                if (r == 0 and first != "click-nomask") or (r > 0 and first == "click-refine-unet"):
+                    mask_in = None if unet is None else unet.expand(len(part), -1, -1, -1)
+                elif r == 0 or first == "click-refine-none":
+                    mask_in = None
                 else:
                     mask_in = torch.stack([prev[p] for p in part])
                 logits, _ = model.decode_object(emb, torch.from_numpy(coords) if n else None,
@@ -203,6 +207,7 @@ def main() -> None:
     ap.add_argument("--model", default="default", help="model with the interactive head (default: bundled)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--sets", nargs="+", default=["monuseg_val6", "dsb2018_val"])
     ap.add_argument("--per-set", type=int, default=300, help="nuclei sampled per set (seeded); 0 = all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latency", type=int, default=0, help="time this many single clicks (head) on MoNuSeg")
@@ -223,6 +228,8 @@ def main() -> None:
             if key == "head" and models[key].object_decoder is None:
                 raise SystemExit(f"--model {args.model} has no interactive head (object_decoder)")
     for name, p in plans.items():
+        if name not in args.sets:
+            continue
         entry = result["sets"].setdefault(name, {"rows": {}})
         entry["nuclei_total"] = p["total"]
         wins = {key: Windows(m, sets[name]) for key, m in models.items()}
