@@ -1,7 +1,8 @@
 """Self-describing SAC model folders: ``model.safetensors`` + ``config.json``.
 
-Only what training changed is stored (LoRA A/B, the mask decoder when trained, the prompt UNet): a
-LiteMedSAM model with LoRA r=4 is ~23 MB, dominated by the 4.06M-parameter mask decoder. ``config.json``
+Only what training changed is stored (LoRA A/B, the mask decoder when trained, the prompt UNet, the interactive
+head's object decoder when there is one): a LiteMedSAM model with LoRA r=4 is ~23 MB, dominated by the
+4.06M-parameter mask decoder (~39 MB with the interactive head, a second decoder of the same size). ``config.json``
 holds the resolved :class:`~sac.models.config.SACConfig`, the backbone name and the SHA-256 of its weights
 file, the sac version, the SHA-256 of ``model.safetensors`` (so a weights file from another save is detected)
 and a free ``extra`` dict (e.g. training metrics). A model built on a random-init backbone (tests) stores the
