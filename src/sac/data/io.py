@@ -26,9 +26,22 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 _LOW_PCT, _HIGH_PCT = 0.1, 99.9
 
 
+def _tiff_image(path: Path) -> np.ndarray:
+    """The image of a TIFF file: its first series, where up to 4 single-channel pages are channels (``[C, H, W]``,
+    ImageJ-style) and any other page stack (frames, levels, RGB pages) gives its first page."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        n_pages = len(series.pages)
+        if n_pages > 1 and (series.keyframe.ndim != 2 or n_pages > 4):
+            return series.pages[0].asarray()
+        return series.asarray()
+
+
 def _read_array(path: Path, first_page: bool = False) -> np.ndarray:
-    """Decode ``path`` to a numpy array, or raise SACError naming the file. ``first_page``: of a multi-page TIFF
-    read only page 0 (an image), not the stack of all pages."""
+    """Decode ``path`` to a numpy array, or raise SACError naming the file. ``first_page``: of a TIFF page stack
+    that is not a channel stack read only the first page (:func:`_tiff_image`), not all pages."""
     path = Path(path)
     if not path.is_file():
         raise SACError(f"file not found: {path}")
@@ -38,7 +51,7 @@ def _read_array(path: Path, first_page: bool = False) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = tifffile.imread(path, key=0) if first_page else tifffile.imread(path)
+            arr = _tiff_image(path) if first_page else tifffile.imread(path)
         else:
             import imageio.v3 as iio
 
@@ -115,9 +128,10 @@ def to_rgb_uint8(arr: np.ndarray, *, levels: tuple[float, float] | None = None, 
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as RGB ``uint8 [H, W, 3]`` (:func:`to_rgb_uint8`). Of a multi-page TIFF only the first page
-    is read (like the lazy reader of large TIFFs: a pyramid's full resolution, a stack's first frame); its singleton
-    dimensions are dropped. Raises SACError naming the file if it cannot be read or is not a 2-D image."""
+    """Read an image as RGB ``uint8 [H, W, 3]`` (:func:`to_rgb_uint8`). A multi-page TIFF of up to 4 gray pages is
+    read as channels; any other page stack gives its first page (like the lazy reader of large TIFFs: a pyramid's
+    full resolution, a stack's first frame); singleton dimensions are dropped. Raises SACError naming the file if it
+    cannot be read or is not a 2-D image."""
     path = Path(path)
     arr = _read_array(path, first_page=True)
     return to_rgb_uint8(np.squeeze(arr) if arr.ndim > 3 else arr, name=str(path))
