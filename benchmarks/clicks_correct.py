@@ -20,6 +20,7 @@ and the load average (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -41,7 +42,7 @@ from sac.inference.editor import Editor
 HERE = Path(__file__).resolve().parent
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
-CHECKPOINTS = (0, 5, 10, 20, 50)
+CHECKPOINTS = (0, 5, 10, 20, 50)  # only those <= --clicks are reported
 
 
 def sets(data: Path, dsb: int, seed: int) -> dict[str, list[tuple[str, Path, Path]]]:
@@ -65,19 +66,19 @@ def correct_image(model, image: np.ndarray, true: np.ndarray, max_clicks: int) -
             click_ms.append((time.perf_counter() - last[0]) * 1000)
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
         for k in CHECKPOINTS:
-            if k not in rows and clicks >= k:
+            if k not in rows and clicks >= k and k <= max_clicks:
                 s = instance_scores(true, ed.labels)
                 rows[k] = {"aji": s.aji, "pq": s.pq, "clicks": clicks, "n_pred": s.n_pred}
         last[0] = time.perf_counter()
 
     spent = annotate(ed, true, max_clicks, on_click)
     final = instance_scores(true, ed.labels)
-    for k in CHECKPOINTS:  # nothing left to fix before K clicks: the final state stands for K
+    for k in (k for k in CHECKPOINTS if k <= max_clicks):  # nothing left to fix before K: the final state
         rows.setdefault(k, {"aji": final.aji, "pq": final.pq, "clicks": spent, "n_pred": final.n_pred})
     return {"auto_seconds": round(auto_s, 2), "clicks_spent": spent, "corrections": kinds,
             "scale": ed.result().settings.get("scale"), "new_windows": ed.windows.encoded,
             "median_correction_ms": float(np.median(click_ms)) if click_ms else None,
-            "at": {str(k): rows[k] for k in CHECKPOINTS}, "n_true": final.n_true}
+            "at": {str(k): rows[k] for k in sorted(rows)}, "n_true": final.n_true}
 
 
 def latency(model, image: np.ndarray, true: np.ndarray, n: int, seed: int) -> dict:
@@ -108,12 +109,13 @@ def latency(model, image: np.ndarray, true: np.ndarray, n: int, seed: int) -> di
 
 def summarise(images: dict) -> dict:
     out = {}
-    for k in CHECKPOINTS:
+    ks = [k for k in CHECKPOINTS if all(str(k) in v["at"] for v in images.values())]
+    for k in ks:
         at = [v["at"][str(k)] for v in images.values()]
         out[str(k)] = {"aji": float(np.mean([a["aji"] for a in at])), "pq": float(np.mean([a["pq"] for a in at])),
                        "mean_clicks": float(np.mean([a["clicks"] for a in at]))}
-    ajis = [out[str(k)]["aji"] for k in CHECKPOINTS]
-    out["aji_gain_at_20"] = out["20"]["aji"] - out["0"]["aji"]
+    ajis = [out[str(k)]["aji"] for k in ks]
+    out["aji_gain_at_20"] = out["20"]["aji"] - out["0"]["aji"] if "20" in out else None
     out["aji_rises_every_step"] = bool(all(b > a for a, b in zip(ajis, ajis[1:], strict=False)))
     return out
 
@@ -122,7 +124,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--sets", nargs="+", default=["monuseg", "dsb"], choices=["monuseg", "dsb"])
+    ap.add_argument("--sets", nargs="*", default=["monuseg", "dsb"], choices=["monuseg", "dsb"],
+                    help="sets to correct (none: only the latency run)")
     ap.add_argument("--dsb", type=int, default=20, help="DSB val images (fixed seeded subset)")
     ap.add_argument("--clicks", type=int, default=max(CHECKPOINTS))
     ap.add_argument("--latency", type=int, default=200, help="clicks of the latency run (0: skip)")
@@ -134,8 +137,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     head = getattr(model.module, "object_decoder", None) is not None
+    folder = Path(model.info.get("folder", ""))
+    weights = folder / "model.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
     result = {"command": "benchmarks/clicks_correct.py " + " ".join(sys.argv[1:]), "model": model.info,
-              "interactive_head": head, "checkpoints": CHECKPOINTS, "dsb_subset": args.dsb, "seed": args.seed,
+              "model_sha256": sha, "interactive_head": head, "checkpoints": CHECKPOINTS, "dsb_subset": args.dsb,
+              "seed": args.seed,
               "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch threads {args.threads}",
               "loadavg_start": os.getloadavg(), "sets": {}}
     items = sets(args.data, args.dsb, args.seed)
@@ -148,7 +155,7 @@ def main() -> None:
         for pid, img_path, lab_path in items[name][: args.limit]:
             per_image[pid] = correct_image(model, read_image(img_path), read_labels(lab_path), args.clicks)
             at = per_image[pid]["at"]
-            print(name, pid, " ".join(f"K={k}: AJI {at[str(k)]['aji']:.3f}" for k in CHECKPOINTS), flush=True)
+            print(name, pid, " ".join(f"K={k}: AJI {v['aji']:.3f}" for k, v in at.items()), flush=True)
             result["sets"][name] = {"images": per_image, "summary": summarise(per_image)}
             save()
         print(name, json.dumps(result["sets"][name]["summary"]), flush=True)

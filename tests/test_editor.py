@@ -170,6 +170,25 @@ def test_box_and_refine(tiny, crop):
     assert labels == [1, 1] and ed.engine.calls[-1]["mask_input"] == (1, 1, 128, 128)
 
 
+def test_refine_reuses_the_clicks_and_logits_of_the_instance_it_decoded(tiny, crop):
+    ed = disc_editor(tiny, crop, radius=8)
+    i = ed.add(100, 100).ids[0]
+    first = ed.engine.calls[-1]["coords"][0, 0]
+    ed.refine(i, [[106, 100, 1]])
+    call = ed.engine.calls[-1]
+    assert call["labels"][0].tolist() == [1, 1] and torch.equal(call["coords"][0, 0], first)  # the first click
+    assert 102 < np.nonzero(ed.labels == i)[1].mean() < 104  # disc at the mean of (100, 100) and (106, 100)
+    j = ed.add(140, 140).ids[0]
+    ed.add(150, 140)  # takes part of j: j's remembered prompts no longer describe it
+    from sac.evaluation.clicks import interior_point
+
+    ax, ay = interior_point(ed.labels == j)  # innermost pixel of what is left of j (not the old click)
+    assert (ax, ay) != (140, 140)
+    ed.refine(j, [[135, 140, 1]])
+    c = ed.engine.calls[-1]["coords"][0]  # model pixels = image pixels shifted by the window origin at scale 1
+    assert torch.allclose(c[0] - c[1], torch.tensor([ax - 135.0, ay - 140.0]))
+
+
 def test_undo_redo_restore_the_label_image_exactly(tiny, crop):
     ed = disc_editor(tiny, crop, radius=12)
     states = [ed.labels.copy()]

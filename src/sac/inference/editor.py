@@ -26,6 +26,7 @@ import numbers
 import os
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = ["Edit", "Editor"]
 NEAR = 6  # model pixels: a decoded nucleus this close to a click that missed it still counts as clicked
 MASK_EPS = 1e-3  # a binary mask as SAM mask prompt: logit(1 - eps) = +6.9 inside, -6.9 outside (as micro-sam does)
 _NO_POINTS = np.zeros((0, 3), np.float32)
+MEMO = 64  # instances whose last prompts and mask logits are kept for refine (128 KiB each for LiteMedSAM)
 
 
 def _number(v, what: str) -> float:
@@ -92,6 +94,7 @@ class Editor:
         self._labels = self._h.labels  # the same array, edited in place by the history
         self.min_area = self._h.min_area
         self._edit_seconds = 0.0
+        self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks [k, 3], logits [S, S], area)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
@@ -133,12 +136,14 @@ class Editor:
             x, y = self._xy(x, y, "add")
             point = np.array([[x, y, 1]], np.float32)
             tile, emb = self.windows.window_for(x, y)
-            logits = self._decode(tile, emb, point, mask_input=self._unet_input(tile))
-            mask = pick_component(logits > 0, [(x - tile.x0, y - tile.y0)], NEAR / self.windows.f)
+            lg = self._decode(tile, emb, point, mask_input=self._unet_input(tile))
+            mask = pick_component(self.windows.from_model(tile, lg) > 0, [(x - tile.x0, y - tile.y0)],
+                                  NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
-            return self._put(tile, mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point)
+            return self._remember(self._put(tile, mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point),
+                                  new, tile, point, lg)
 
     def remove(self, x, y) -> Edit:
         """Negative click: the instance under ``(x, y)`` is removed; on background nothing changes."""
@@ -150,11 +155,18 @@ class Editor:
             return self._erase([i], f"removed nucleus {i} at ({x:g}, {y:g})", np.array([[x, y, 0]], np.float32))
 
     def refine(self, instance, points) -> Edit:
-        """More points ``[[x, y, label], ...]`` (label 1 nucleus / 0 not) on one instance: decoded with its current
-        mask as the mask prompt and a positive anchor at its innermost pixel; the result replaces it (same id)."""
+        """More points ``[[x, y, label], ...]`` (label 1 nucleus / 0 not) on one instance, SAM-style: for an
+        instance this editor decoded and nothing changed since, its earlier clicks + these, its last mask logits as
+        the mask prompt, in the same window; otherwise a positive anchor at its innermost pixel + these, its mask as
+        the mask prompt. The result replaces the instance (same id)."""
         with self._lock, self._timed():
             i = self._id(instance, "refine")
             pts = self._points(points, "refine", labelled=True)
+            memo = self._memo.get(i)
+            if memo is not None and memo[3] == self._h.areas[i] and all(
+                    self.windows.clearance(memo[0], x, y, x, y) >= 0 for x, y, _ in pts):
+                tile, emb, allp = memo[0], self.windows.embedding(memo[0]), np.concatenate([memo[1], pts])
+                return self._refined(i, tile, emb, allp, memo[2].astype(np.float32), pts)
             y0, x0, y1, x1 = self._h.bbox(i)
             inside = self._labels[y0:y1, x0:x1] == i
             dist = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
@@ -165,13 +177,25 @@ class Editor:
             hi = np.maximum(allp[:, :2].max(0), [x1 - 1, y1 - 1])
             tile, emb = self.windows.window_for(float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
             self._check_fits(tile, lo, hi, f"refine: nucleus {i} and its points")
-            mask_input = self._mask_logits(tile, i)
-            logits = self._decode(tile, emb, allp, mask_input=mask_input)
-            seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-            mask = pick_component(logits > 0, seeds, NEAR / self.windows.f)
-            if mask is None:
-                return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
-            return self._put(tile, mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
+            return self._refined(i, tile, emb, allp, self._mask_logits(tile, i), pts)
+
+    def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray) -> Edit:
+        lg = self._decode(tile, emb, allp, mask_input=mask_input)
+        seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
+        mask = pick_component(self.windows.from_model(tile, lg) > 0, seeds, NEAR / self.windows.f)
+        if mask is None:
+            return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
+        edit = self._put(tile, mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
+        return self._remember(edit, i, tile, allp, lg)
+
+    def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray) -> Edit:
+        """Keep instance ``i``'s prompts and mask logits ``[S, S]`` (float16) for the next refine of it."""
+        if edit.changed and i in self._h.areas:
+            self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i])
+            self._memo.move_to_end(i)
+            while len(self._memo) > MEMO:
+                self._memo.popitem(last=False)
+        return edit
 
     def box(self, x0, y0, x1, y1) -> Edit:
         """The nucleus inside the box ``(x0, y0)``-``(x1, y1)`` (image pixels, any corner order) as a new instance."""
@@ -184,8 +208,8 @@ class Editor:
             tile, emb = self.windows.window_for(ax, ay, bx, by)
             self._check_fits(tile, (ax, ay), (bx, by), "box")
             corners = np.array([[ax, ay], [bx, by]], np.float32)
-            logits = self._decode(tile, emb, _NO_POINTS, box=corners,
-                                  mask_input=self._unet_input(tile))
+            logits = self.windows.from_model(tile, self._decode(tile, emb, _NO_POINTS, box=corners,
+                                                                mask_input=self._unet_input(tile)))
             inbox = np.zeros(logits.shape, bool)
             inbox[round(ay) - tile.y0 : round(by) - tile.y0 + 1, round(ax) - tile.x0 : round(bx) - tile.x0 + 1] = True
             mask = largest_component((logits > 0) & inbox)
@@ -326,7 +350,7 @@ class Editor:
     @torch.inference_mode()
     def _decode(self, tile, emb, points: np.ndarray, box: np.ndarray | None = None,
                 mask_input: np.ndarray | None = None) -> np.ndarray:
-        """One ``decode_object`` pass -> mask logits on the window's image pixels ``float32 [h, w]``.
+        """One ``decode_object`` pass -> mask logits on the model grid ``float32 [S, S]``.
         ``points float [N, 3]`` and ``box float [2, 2]`` (corners) in image pixels."""
         device = self.segmenter.device
         coords = labels = None  # no points: the box alone prompts
@@ -337,7 +361,7 @@ class Editor:
         masks = None if mask_input is None else torch.from_numpy(mask_input)[None, None].to(device)
         logits, _ = self.engine.decode_object(emb[None].to(device, torch.float32), coords, labels, boxes=boxes,
                                               mask_input=masks)
-        return self.windows.from_model(tile, logits[0, 0].float().cpu().numpy())
+        return logits[0, 0].float().cpu().numpy()
 
     # ------------------------------------------------------------------ label updates
     def _put(self, tile, mask: np.ndarray, new_id: int, clear_id: int | None, message: str, points) -> Edit:

@@ -148,6 +148,10 @@ class WindowCache:
             return tile, self._get(tile)
         return tile, self._encode(tile)
 
+    def embedding(self, tile: Tile) -> torch.Tensor:
+        """The embedding of a window chosen before (embedded again if it was dropped from the cache)."""
+        return self._get(tile) if tile in self.grid or tile in self.extra else self._encode(tile)
+
     def _get(self, tile: Tile) -> torch.Tensor:
         if tile in self.extra:
             self.extra.move_to_end(tile)
