@@ -119,7 +119,8 @@ def test_segment_remove_undo_export_in_chromium(browser, server, monuseg_crop, t
     assert n > 10, api
     overlay = page.locator("#overlay")
     assert int(overlay.get_attribute("data-contours")) == n
-    assert int(overlay.get_attribute("data-drawn")) == n  # the whole crop is in view: every outline drawn
+    # the whole crop is in view: every outline drawn (the outline bitmap may take a few frames)
+    page.wait_for_function(f"document.getElementById('overlay').dataset.drawn === '{n}'", timeout=30_000)
     assert count(page) == n
     shots = Path(os.environ.get("SAC_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)

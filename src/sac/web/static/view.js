@@ -4,7 +4,9 @@
 // outlines live on a separate canvas the size of the viewport, redrawn at most once per animation frame.
 // Zoomed out (the whole image at the current zoom fits in CACHE_MAX pixels a side) the outlines are drawn once into
 // an off-screen bitmap at that zoom and each frame is one drawImage of it: panning is a blit, zooming scales the
-// bitmap until it is redrawn at the new zoom 150 ms after the last change, and an edit redraws only its rectangle.
+// bitmap, and an edit redraws only its rectangle. 150 ms after a zoom the bitmap is redrawn sharp at the new zoom
+// into a second bitmap, a slice of at most SLICE_MS per frame, and swapped in when complete: no frame waits for
+// thousands of outlines.
 // Zoomed in, the outlines are drawn as vectors, only those inside the visible rectangle (a grid index of 256-pixel
 // cells finds them). Drawing thousands of vector outlines every frame is what made a 4000 x 4000 image stutter
 // (docs/serve.md). Coordinates are image pixels with pixel (row r, column c) covering [c, c+1] x [r, r+1] (as the
@@ -15,6 +17,8 @@ const COLOURS = ["#ffe600", "#ff8c1a", "#4dd2ff", "#7dff6b", "#ff5cd6", "#b38cff
 const SELECTED = "#00ffff";
 const CACHE_MAX = 4096; // largest side of the outline bitmap (device pixels)
 const REDRAW_AFTER_MS = 150;
+const SLICE_MS = 12; // bitmap drawing per frame
+const CHUNK = 300; // nuclei per paint call
 
 export class Viewer {
   constructor(view, img, canvas) {
@@ -29,9 +33,11 @@ export class Viewer {
     this.markers = []; // split seeds [[x, y], ...]
     this.contourAlpha = 0.9; this.fillAlpha = 0.2;
     this.pending = false;
+    this.sharpen = false;
     this.drawMs = 0;
     this.cache = document.createElement("canvas"); // outlines of the whole image at cacheScale (device px / image px)
     this.cacheScale = 0; this.cacheValid = false; this.dirty = []; this.timer = 0;
+    this.next = null; // the bitmap being drawn: {canvas, g, scale, ids, i}
     new ResizeObserver(() => this.resize()).observe(view);
   }
 
@@ -62,16 +68,16 @@ export class Viewer {
     this.img.classList.toggle("pixelated", this.s >= 3);
     if (this.cacheValid && this.cacheScale !== this.s * (window.devicePixelRatio || 1)) {
       clearTimeout(this.timer);  // zooming: scale the bitmap now, redraw it sharp once the zoom rests
-      this.timer = setTimeout(() => { this.cacheValid = false; this.changed(); }, REDRAW_AFTER_MS);
+      this.timer = setTimeout(() => { this.next = null; this.sharpen = true; this.changed(); }, REDRAW_AFTER_MS);
     }
     if (!this.pending) { this.pending = true; requestAnimationFrame(() => this.draw()); }
   }
-  restyle() { this.cacheValid = false; this.changed(); } // opacity changed: everything is redrawn
+  restyle() { this.next = null; this.sharpen = true; this.changed(); } // opacity changed: everything is redrawn
 
   // ------------------------------------------------------------------ nuclei
   clear() {
-    this.nuclei.clear(); this.grid.clear(); this.selected.clear(); this.markers = []; this.cacheValid = false;
-    this.changed();
+    this.nuclei.clear(); this.grid.clear(); this.selected.clear(); this.markers = [];
+    this.cacheValid = false; this.next = null; this.changed();
   }
   cellsOf(b) {
     const out = [];
@@ -89,6 +95,7 @@ export class Viewer {
     for (const c of cells) { if (!this.grid.has(c)) this.grid.set(c, new Set()); this.grid.get(c).add(id); }
     this.nuclei.set(id, {path, bbox: n.bbox, area: n.area, cells});
     this.dirty.push(n.bbox);
+    if (this.next) this.next.i = 0; // an edit while a bitmap is drawn: draw it again from the start
   }
   drop(id) {
     const n = this.nuclei.get(id);
@@ -96,11 +103,12 @@ export class Viewer {
     for (const c of n.cells) this.grid.get(c)?.delete(id);
     this.nuclei.delete(id); this.selected.delete(id);
     this.dirty.push(n.bbox);
+    if (this.next) this.next.i = 0;
   }
   load(payload) {
     this.clear();
     for (const [k, n] of Object.entries(payload.nuclei)) this.put(+k, n);
-    this.dirty = []; this.cacheValid = false; this.changed();
+    this.dirty = []; this.cacheValid = false; this.next = null; this.changed();
   }
   apply(delta) {
     for (const id of delta.removed) this.drop(id);
@@ -146,17 +154,31 @@ export class Viewer {
     return drawn;
   }
 
-  // Bring the outline bitmap up to date: all of it at the current zoom, or only the rectangles edits touched.
-  updateCache(scale) {
-    const c = this.cache, g = c.getContext("2d");
-    if (!this.cacheValid) {
+  // Draw the next slice of the bitmap being built (started when none is valid or a sharper one is wanted);
+  // swap it in when complete. Returns true while work remains.
+  build(scale) {
+    if (!this.next) {
+      const c = document.createElement("canvas");
       c.width = Math.max(1, Math.ceil(this.W * scale)); c.height = Math.max(1, Math.ceil(this.H * scale));
+      const g = c.getContext("2d");
       g.setTransform(scale, 0, 0, scale, 0, 0);
-      this.paint(g, this.nuclei.keys(), scale, null);
-      this.cacheScale = scale; this.cacheValid = true; this.dirty = [];
-      return;
+      this.next = {canvas: c, g, scale, ids: [...this.nuclei.keys()], i: 0};
+      this.sharpen = false;
     }
-    const k = this.cacheScale, pad = 3 / k;  // a line's half-width beyond the boxes
+    const n = this.next, t0 = performance.now();
+    if (n.i === 0) { n.g.clearRect(0, 0, this.W, this.H); n.ids = [...this.nuclei.keys()]; }
+    while (n.i < n.ids.length && performance.now() - t0 < SLICE_MS) {
+      this.paint(n.g, n.ids.slice(n.i, n.i + CHUNK).filter((id) => this.nuclei.has(id)), n.scale, null);
+      n.i += CHUNK;
+    }
+    if (n.i < n.ids.length) return true;
+    this.cache = n.canvas; this.cacheScale = n.scale; this.cacheValid = true; this.next = null; this.dirty = [];
+    return false;
+  }
+
+  // Redraw only the rectangles that edits touched, on the bitmap shown.
+  patch() {
+    const g = this.cache.getContext("2d"), k = this.cacheScale, pad = 3 / k;  // a line's half-width
     for (const b of this.dirty) {
       const box = [b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad];
       g.save();
@@ -176,12 +198,16 @@ export class Viewer {
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     let drawn;
     if (Math.max(this.W, this.H) * scale <= CACHE_MAX) {
-      this.updateCache(this.cacheValid ? this.cacheScale : scale);
-      const k = scale / this.cacheScale;
-      ctx.drawImage(this.cache, dpr * this.tx, dpr * this.ty, this.cache.width * k, this.cache.height * k);
-      drawn = this.nuclei.size;  // every outline is in the bitmap
+      let more = false;
+      if (!this.cacheValid || this.sharpen || this.next) more = this.build(this.next ? this.next.scale : scale);
+      if (this.cacheValid && this.dirty.length) this.patch();
+      const shown = this.cacheValid ? this.cache : this.next.canvas, k = scale / (this.cacheValid ? this.cacheScale
+        : this.next.scale);
+      ctx.drawImage(shown, dpr * this.tx, dpr * this.ty, shown.width * k, shown.height * k);
+      drawn = this.cacheValid ? this.nuclei.size : Math.min(this.next.i, this.nuclei.size);
+      if (more && !this.pending) { this.pending = true; requestAnimationFrame(() => this.draw()); }
     } else {
-      this.cacheValid = false; this.dirty = [];
+      this.cacheValid = false; this.next = null; this.dirty = [];
       ctx.setTransform(scale, 0, 0, scale, dpr * this.tx, dpr * this.ty);
       const [x0, y0] = this.toImage(0, 0), [x1, y1] = this.toImage(this.canvas.width / dpr, this.canvas.height / dpr);
       drawn = this.paint(ctx, this.idsIn(y0, x0, y1, x1), this.s, [y0, x0, y1, x1]);
