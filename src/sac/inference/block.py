@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,15 +232,18 @@ def _piece(w: _Window, owned: list[int]):
 
 def segment_block(job: Job, index: int) -> dict:
     """Segment block ``index`` of ``job`` and write its result file; returns a small summary
-    ``{"index", "nuclei", "tiles", "giant"}``. A block whose file exists (e.g. a retried task) is not recomputed."""
+    ``{"index", "nuclei", "tiles", "giant", "cached", "cpu_seconds", "seconds"}`` (the block's own work, model
+    loading excluded). A block whose file exists (e.g. a retried task) is not recomputed."""
     path = job.result_path(index)
     if path.is_file():
         with np.load(path) as f:
-            return {"index": index, "nuclei": int(f["n"]), "tiles": 0, "giant": int(f["giant"]), "cached": True}
+            return {"index": index, "nuclei": int(f["n"]), "tiles": 0, "giant": int(f["giant"]), "cached": True,
+                    "cpu_seconds": 0.0, "seconds": 0.0}
     seg = segmenter_for(job)
     source = _cached(("source", job.key()), lambda: open_source(job))
     H, W = job.shape
     tiles = _cached(("tiles", job.key()), lambda: seg.tiles_for(H, W))
+    cpu0, wall0 = time.process_time(), time.perf_counter()  # after the (once per process) model load
     max_crop = job.max_crop or 4 * (job.block + 2 * job.halo) ** 2
     cy0, cy1, cx0, cx1 = job.cores()[index]
     main, n_tiles = _segment_window(seg, source, tiles, _expand((cy0, cy1, cx0, cx1), job.halo, (H, W)))
@@ -287,7 +291,9 @@ def segment_block(job: Job, index: int) -> dict:
             if _first_pixel(w.comps, c, w.boxes[c - 1]) == (gy - w.win[0], gx - w.win[2]):
                 taken.setdefault(k, []).append(c)
     pieces += [p for k, cs in sorted(taken.items()) if (p := _piece(crops[k], cs)) is not None]
-    return _write_result(job, index, pieces, n_tiles, giant)
+    result = _write_result(job, index, pieces, n_tiles, giant)
+    # CPU time of this process (all torch threads; with one Dask thread per worker, only this block's work).
+    return {**result, "cpu_seconds": time.process_time() - cpu0, "seconds": time.perf_counter() - wall0}
 
 
 def _write_result(job: Job, index: int, pieces, n_tiles: int, giant: int) -> dict:

@@ -240,11 +240,11 @@ def _compute(job: Job, client, resume: bool, segmenter, progress) -> dict:
     done_before = n_total - len(todo)
     tick = progress(n_total) if progress is not None else (lambda n: None)
     tick(done_before)
-    tiles = 0
+    totals = {"tiles_run": 0, "block_cpu_seconds": 0.0, "block_seconds": 0.0}
 
     def on_block(result: dict) -> None:
-        nonlocal tiles
-        tiles += result["tiles"]
+        for name, key in (("tiles_run", "tiles"), ("block_cpu_seconds", "cpu_seconds"), ("block_seconds", "seconds")):
+            totals[name] += result[key]
         tick(1)
 
     if client is not None:
@@ -257,7 +257,8 @@ def _compute(job: Job, client, resume: bool, segmenter, progress) -> dict:
             blockmod._cached(blockmod.segmenter_key(job), lambda: seg)
         for i in todo:
             on_block(segment_block(job, i))
-    return {"blocks_computed": sorted(todo), "blocks_resumed": done_before, "tiles_run": tiles}
+    return {"blocks_computed": sorted(todo), "blocks_resumed": done_before,
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in totals.items()}}
 
 
 def segment_blocks_file(path: Path, model, segmenter, opts: SlideOptions, out_dir: Path, formats,
