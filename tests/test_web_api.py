@@ -273,7 +273,8 @@ def test_save_as_training_example(tiny_model, crop, tmp_path):
         val = c.post("/api/save-example", json={"split": "val"}).json()
         assert val["pairs_in_split"] == 1 and val["image"].startswith("val/images/")
         hint = c.post("/api/save-example", json={"split": "train"}).json()["train_hint"]
-        assert hint == f"sac train --init-from default --data {root.resolve()} --split train --out RUN_DIR"
+        assert hint.startswith("sac train --init-from ") and "--mask-prompt --distance-head" in hint
+        assert hint.endswith(f"--data {root.resolve()} --split train --out RUN_DIR")
         for bad in ("../x", "a/b", "", "x" * 65, "tr ain", "..", "/etc"):
             assert c.post("/api/save-example", json={"split": bad}).status_code == 400, bad
         assert c.post("/api/save-example", json={"split": 3}).status_code == 422

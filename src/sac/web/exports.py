@@ -10,6 +10,7 @@ from the corrections.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -67,6 +68,28 @@ def save_example(root: Path | None, split: str, name: str, image: np.ndarray, la
             "labels": lab_path.relative_to(root).as_posix(), "pairs_in_split": n, "train_hint": train_hint(root, split)}
 
 
+def init_from_default() -> str:
+    """``--init-from <bundled default model folder>`` and the flags that repeat its architecture (read from its
+    config.json), so the run starts from every tensor of the default model."""
+    from sac.inference.api import default_model_dir
+
+    folder = default_model_dir()
+    try:
+        cfg = json.loads((folder / "config.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        return f"--init-from {folder}"
+    flags = [f"--init-from {folder}"]
+    if cfg.get("prompts", {}).get("mask_prompt"):
+        flags.append("--mask-prompt")
+    if cfg.get("unet", {}).get("distance_head"):
+        flags.append("--distance-head")
+    if cfg.get("lora", {}).get("last_n_layers"):
+        flags.append(f"--lora-layers {cfg['lora']['last_n_layers']}")
+    if cfg.get("prompts", {}).get("n_points"):
+        flags.append(f"--points {cfg['prompts']['n_points']}")
+    return " ".join(flags)
+
+
 def _pairs(root: Path, split: str) -> int:
     try:
         return len(list_pairs(root, split))
@@ -78,7 +101,7 @@ def train_hint(root: Path, split: str) -> str:
     """The `sac train` command that learns from ``root`` now, or what is still missing: `sac train` validates on
     a "val" split when the root has one, else it holds out --val-from-train images (and needs one left to train)."""
     train = "train" if split == "val" else split
-    command = f"sac train --init-from default --data {root} --split {train} --out RUN_DIR"
+    command = f"sac train {init_from_default()} --data {root} --split {train} --out RUN_DIR"
     n_train, n_val = _pairs(root, train), _pairs(root, "val")
     if n_val and n_train:
         return command
