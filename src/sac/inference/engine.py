@@ -20,6 +20,7 @@ docs/engines.md); ``device`` cuda always runs torch.
 from __future__ import annotations
 
 import importlib
+import shutil
 import threading
 import warnings
 from pathlib import Path
@@ -140,12 +141,14 @@ class CompiledEngine(Engine):
 
 
 # ---------------------------------------------------------------------------------------------- export + runtimes
-def runtime(name: str):
-    """Import the runtime package of engine ``name``; SACError naming what to pip install when it is missing."""
+def runtime(name: str, engine: str | None = None):
+    """Import package ``name`` (a runtime, or what exporting for ``engine`` needs); SACError naming what to pip
+    install when it is missing."""
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise SACError(f"--engine {name}: the {name} runtime is not installed (pip install {PACKAGES[name]})") from e
+        what = f"the {name} runtime is not installed" if engine is None else f"exporting needs the {name} package"
+        raise SACError(f"--engine {engine or name}: {what} (pip install {PACKAGES.get(name, name)})") from e
 
 
 def _graph_inputs(model) -> dict:
@@ -216,7 +219,7 @@ def _export_onnx(model, ex: dict, folder: Path, check_runtime: bool = True) -> N
     """``torch.onnx.export`` (TorchScript exporter, opset 17) with the point axis dynamic."""
     if check_runtime:
         runtime("onnxruntime")
-        runtime("onnx")  # the exporter writes through the onnx package
+        runtime("onnx", "onnxruntime")  # the exporter writes through the onnx package
     for stage, (graph, args) in _graphs(model, ex).items():
         names = ["emb", "coords", "labels", "mask"][: len(args)] if stage == "decoder" else ["images"]
         dyn = {"coords": {1: "points"}, "labels": {1: "points"}} if stage == "decoder" else None
@@ -298,7 +301,8 @@ def _compiled(model, name: str, precision: str) -> Engine:
             export(model, ex, tmp)
             engine_cache.EXPORTS[name] += 1
             ok, summary = check(CompiledEngine(model, load(tmp, stages, precision), name), ex, precision)
-        except SACError:
+        except SACError:  # a package is missing: nothing to cache
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
         except Exception as e:  # an exporter or runtime failure is a reason to fall back, not to crash
             ok, summary = False, f"export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
