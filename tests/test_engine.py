@@ -218,3 +218,11 @@ def test_sam_only_where_it_pays(rule, expected_sam):
     else:
         assert far.max() < 0.01  # the UNet's (green = 0): SAM was skipped there
         assert not res.mask[120:, 120:].any()
+
+
+def test_onnxruntime_without_onnx_package_is_one_line_error(tiny, monkeypatch, cache):
+    _need("onnxruntime")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(SACError, match=r"exporting needs the onnx package \(pip install onnx\)"):
+        E.make_engine(tiny, "onnxruntime")
+    assert not list((cache / "engines").iterdir())  # no half-made entry left
