@@ -16,6 +16,7 @@ the estimator's time over the whole auto segmentation time (estimate included).
     nice -n 10 python benchmarks/scale_auto.py --dataset monuseg --crop 512 \
         --out benchmarks/results/scale_auto_monuseg.json
     nice -n 10 python benchmarks/scale_auto.py --dataset dsb --n-images 20 --out benchmarks/results/scale_auto_dsb.json
+    python benchmarks/scale_auto.py --table benchmarks/results/scale_auto_monuseg.json   # markdown table of a result
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def items(args) -> list[tuple[str, Path, Path]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", choices=("monuseg", "dsb"), required=True)
+    ap.add_argument("--dataset", choices=("monuseg", "dsb"))
+    ap.add_argument("--table", metavar="JSON", help="print the markdown table of a finished result and exit")
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--factors", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
     ap.add_argument("--n-images", type=int, default=None, help="MoNuSeg: first N validation ids; DSB: seeded subset")
@@ -79,8 +81,13 @@ def main() -> None:
     ap.add_argument("--scale1-max-pixels", type=int, default=1_100_000,
                     help="skip the --scale 1 run of copies with more pixels than this")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
+    if not (args.dataset and args.out):
+        ap.error("--dataset and --out are required (or --table JSON)")
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
     model = load_model(args.model)
     base = model.segmenter(InferenceConfig(scale="auto"))
@@ -185,6 +192,23 @@ def summarise(images: list[dict], factors: list[float]) -> dict:
                                  "median_abs_scale_error": _median_abs(r["scale_error"] for r in fresh)}
         summary[str(f)] = s
     return summary
+
+
+def table(result: dict) -> str:
+    """Markdown rows: factor | images (scale-1 images) | Dice / AJI / PQ for auto, oracle, scale 1 | scale error."""
+    lines = ["| factor | images | auto Dice / AJI / PQ | oracle Dice / AJI / PQ | scale 1 Dice / AJI / PQ "
+             "(images) | auto - oracle Dice / AJI | median scale error | estimate share of time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for f, s in result["summary"].items():
+        def fmt(d):
+            return " / ".join(f"{d[k]:.3f}" for k in KEYS)
+        s1 = s.get("on_scale1_images")
+        one = "-" if not s1 else f"{fmt(s1['scale1'])} ({s['n_images_scale1']}; auto there {fmt(s1['auto'])})"
+        d = s["auto_minus_oracle"]
+        lines.append(f"| {f} | {s['n_images']} | {fmt(s['auto'])} | {fmt(s['oracle'])} | {one} | "
+                     f"{d['dice']:+.3f} / {d['aji']:+.3f} | {100 * s['median_abs_scale_error']:.0f} % | "
+                     f"{100 * s['estimate_share_median']:.0f} % |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
