@@ -168,7 +168,7 @@ class MetricsLogger(L.Callback):
 
 
 def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
-    """Validation Dice vs epoch (paper Fig. 4), plus the prompt UNet's Dice when recorded."""
+    """Validation Dice vs epoch (paper Fig. 4), plus the UNet's Dice or the interactive head's click IoU if logged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,13 +177,14 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key, label, style in (("val_dice", "SAM mask (val Dice)", "o-"),
-                              ("val_prompt_dice", "prompt UNet (val Dice)", "s--")):
+                              ("val_prompt_dice", "prompt UNet (val Dice)", "s--"),
+                              ("val_click_iou", "interactive head (val click IoU)", "^-")):
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation Dice")
+    ax.set_ylabel("validation Dice" if any(r.get("val_dice") is not None for r in rows) else "validation score")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
