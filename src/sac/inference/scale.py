@@ -20,8 +20,8 @@ of the model (a 256 px pass costs a small fraction of the SAM encoder's):
    nucleus at a coarse rung) lets the walk go on.
 
 No proposal accepted (an empty image, or no nucleus-like objects at any scale): scale 1, and the estimate says so.
-:func:`choose_scale` snaps: a diameter within the training augmentation range of the target (``SNAP``, the crops'
-scale range 0.8..1.25 of ``sac train``) keeps scale 1 exactly, so images at the training magnification are
+:func:`choose_scale` snaps: a diameter within ``SNAP`` of the target (nucleus sizes the model was trained on at native
+size: 11.6-28.5 px for the default) keeps scale 1 exactly, so images at the training magnification are
 segmented exactly as with ``--scale 1``. The constants were chosen by looking at 12 DSB val and 3 MoNuSeg
 validation images resampled by 0.5..3 (docs/scale.md reports the images not looked at separately).
 """
@@ -48,7 +48,11 @@ BAND = 1.6  # a pass whose growth stops at >= target / BAND (model px) proposes 
 ACCEPT_LOW, ACCEPT_HIGH = 1.15, 1.3
 MIN_SIDE = 32  # a pass that shrinks the image below this many pixels is skipped (nothing to count)
 GROWTH = 1.2  # doubling the scale must grow the median nucleus at least this much, or the nuclei are fragmenting
-SNAP = (0.8, 1.25)  # sac.data.augment.AugmentConfig's default scale range: sizes the model was trained on anyway
+# Ratios target / diameter that keep scale 1: image medians of 11.6-28.5 px at the default's 18.5 px, i.e. the per-image
+# median sizes of the central half of its DSB training images (25-75 %: 13.3-28.5 px, benchmarks/nucleus_size.json),
+# which it was trained on at native size. The first choice, the crop augmentation range 0.8-1.25, rescaled DSB images
+# at native size and lost accuracy on them (docs/scale.md).
+SNAP = (0.65, 1.6)
 SCALE_RANGE = (1 / 16, 8.0)  # the estimate is clipped to what InferenceConfig accepts, with margin for tiny inputs
 
 PromptMaps = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
