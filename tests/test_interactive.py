@@ -216,3 +216,18 @@ def test_sac_info_counts_the_interactive_head(capsys):
     assert info["trainable"] == info["lora"] + info["mask_decoder"] + info["object_decoder"] + info["prompt_generator"]
     assert main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["object_decoder"] == 0
+
+
+def test_init_from_default_keeps_the_head_and_the_resolution_facts():
+    """`sac train --init-from default` (the loop of sac serve's "save as training example") resolves the bundled model
+    and a plain `sac` run keeps its interactive head and the mpp / nucleus size of its training data."""
+    from sac.modelfile import default_model_dir, read_model_config
+    from sac.models.config import SACConfig
+    from sac.training.interactive import carry_init_facts, init_folder
+
+    assert init_folder("default") == default_model_dir()
+    shipped = read_model_config(default_model_dir())["config"]
+    carried = carry_init_facts(SACConfig(), "default")
+    assert carried.interactive is True and carried.interactive == shipped["interactive"]
+    assert carried.mpp == shipped["mpp"] and carried.nucleus_diameter == shipped["nucleus_diameter"]
+    assert carry_init_facts(SACConfig(), "default").lora == SACConfig().lora  # the variant's architecture stays

@@ -28,6 +28,13 @@ FORMAT = "sac-model"
 FORMAT_VERSION = 1
 
 
+def default_model_dir() -> Path:
+    """Folder of the bundled default model (``sac/weights/default``; may not contain weights in a broken install)."""
+    from importlib import resources
+
+    return Path(str(resources.files("sac").joinpath("weights", "default")))
+
+
 def save_model(
     path: str | os.PathLike, model, cfg=None, extra: dict[str, Any] | None = None, half: bool = False
 ) -> Path:

@@ -12,19 +12,14 @@
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 from sac.errors import SACError
 from sac.inference.config import InferenceConfig
+from sac.modelfile import default_model_dir
 
 MODEL_FILE = "model.safetensors"
 RUN_SUBFOLDERS = ("best", "model", "final", "last")
-
-
-def default_model_dir() -> Path:
-    """Folder of the bundled default model (may not contain weights yet)."""
-    return Path(str(resources.files("sac").joinpath("weights", "default")))
 
 
 def find_model_dir(path: str | os.PathLike) -> Path:

@@ -88,7 +88,8 @@ class Engine:
     def decode_object(self, emb, coords, labels, boxes=None, mask_input=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Interactive head, as ``SAC.decode_object`` (torch in every engine: one call per click)."""
         d = self.device
-        masks, iou = self.model.decode_object(emb.to(d), coords.to(d), labels.to(d),
+        masks, iou = self.model.decode_object(emb.to(d), None if coords is None else coords.to(d),
+                                              None if labels is None else labels.to(d),
                                               boxes=None if boxes is None else boxes.to(d),
                                               mask_input=None if mask_input is None else mask_input.to(d))
         return _cpu(masks), _cpu(iou)

@@ -42,9 +42,24 @@ MIN_AREA = 10  # px: smaller ground-truth objects are annotation specks, not nuc
 
 
 def init_folder(init_from: str | Path) -> Path:
-    """The model folder of ``--init-from`` (a model folder or a run folder with ``best/``)."""
-    folder = Path(init_from)
+    """The model folder of ``--init-from`` (``default``, a model folder or a run folder with ``best/``)."""
+    from sac.modelfile import default_model_dir
+
+    folder = default_model_dir() if str(init_from) == "default" else Path(init_from)
     return folder / "best" if (folder / "best" / "config.json").is_file() else folder
+
+
+def carry_init_facts(mcfg: SACConfig, init_from: str | Path) -> SACConfig:
+    """``mcfg`` with what an ``--init-from`` model knows beyond the variant's architecture: its interactive head (kept,
+    frozen: the automatic variants never use it, so it is saved unchanged) and the resolution facts of its training
+    data (``mpp``, ``nucleus_diameter``), e.g. when the default model is fine-tuned on corrections from
+    ``sac serve``."""
+    from sac.modelfile import read_model_config
+
+    meta = read_model_config(init_folder(init_from)).get("config", {})
+    return dataclasses.replace(mcfg, interactive=bool(meta.get("interactive", mcfg.interactive)),
+                               mpp=meta.get("mpp", mcfg.mpp),
+                               nucleus_diameter=meta.get("nucleus_diameter", mcfg.nucleus_diameter))
 
 
 def interactive_config(cfg: TrainConfig) -> SACConfig:

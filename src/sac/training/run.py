@@ -55,7 +55,9 @@ def load_init_weights(model, folder: str | Path) -> int:
     name and shape match (e.g. the warm-up UNet into a LoRA model). Returns how many tensors were copied."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    from sac.modelfile import default_model_dir
+
+    folder = default_model_dir() if str(folder) == "default" else Path(folder)
     if (folder / "best" / "model.safetensors").is_file():
         folder = folder / "best"
     path = folder / "model.safetensors"
@@ -143,7 +145,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     from sac.models.config import to_dict as model_to_dict
     from sac.training.callbacks import AtomicCheckpointIO, BestModelSaver, LastCheckpoint, MetricsLogger
     from sac.training.datamodule import SACDataModule
-    from sac.training.interactive import InteractiveLitModule, interactive_config
+    from sac.training.interactive import InteractiveLitModule, carry_init_facts, interactive_config
     from sac.training.module import SACLitModule, sac_config
 
     cfg.validate()
@@ -160,6 +162,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     interactive = cfg.variant == "interactive"  # the object decoder alone, on top of the --init-from model
     mcfg = interactive_config(cfg) if interactive else sac_config(cfg)
+    if cfg.init_from and not interactive:
+        mcfg = carry_init_facts(mcfg, cfg.init_from)
     spec = get_spec(cfg.backbone)
     model = build_sac(mcfg, sam_checkpoint=cfg.sam_checkpoint, pretrained=spec.weights != "none")
     n_init = load_init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else 0
