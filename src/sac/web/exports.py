@@ -69,16 +69,16 @@ def save_example(root: Path | None, split: str, name: str, image: np.ndarray, la
 
 
 def init_from_default() -> str:
-    """``--init-from <bundled default model folder>`` and the flags that repeat its architecture (read from its
-    config.json), so the run starts from every tensor of the default model."""
+    """``--init-from default`` (the bundled model) and the flags that repeat its architecture (read from its
+    config.json), so the run starts from every tensor of the default model and keeps its interactive head."""
     from sac.inference.api import default_model_dir
 
     folder = default_model_dir()
     try:
         cfg = json.loads((folder / "config.json").read_text()).get("config", {})
     except (OSError, ValueError):
-        return f"--init-from {folder}"
-    flags = [f"--init-from {folder}"]
+        return "--init-from default"
+    flags = ["--init-from default"]
     if cfg.get("prompts", {}).get("mask_prompt"):
         flags.append("--mask-prompt")
     if cfg.get("unet", {}).get("distance_head"):
