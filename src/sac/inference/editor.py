@@ -7,16 +7,15 @@ one pass of the single-nucleus decoder (``engine.decode_object``), not of the im
 * ``add(x, y)``: positive click, the nucleus under it becomes one new instance; instances it overlapped lose those
   pixels (fragments smaller than ``cfg.min_area`` are dropped). The UNet's logits of the window are the mask prompt.
 * ``remove(x, y)``: negative click, the instance under it is removed (on background: a no-op that says so).
-* ``refine(id, points)``: SAM-style iterative correction: the instance's current mask as the mask prompt plus a
-  positive anchor at its innermost pixel and the given points; the result replaces the instance (same id).
+* ``refine(id, points)``: SAM-style iterative correction (mask prompt + all clicks); the result replaces the instance.
+  Every decoded mask obeys its clicks (:func:`~sac.inference.windows.honour_clicks`).
 * ``box(x0, y0, x1, y1)``: the nucleus in a box; ``delete(id)``, ``merge(ids)``, ``split(id, points)``.
 * ``undo()`` / ``redo()`` restore the label image exactly (each edit stores the before/after labels of its bbox).
 
 Coordinates are image pixels, x = column, y = row. Ids stay stable while editing (new instances get fresh ids,
 never reused); :meth:`Editor.result` renumbers them 1..N for the output writers. Bad input (outside the image,
 NaN, non-numeric, empty point list, unknown id, zero-area box) raises :class:`SACError` and changes nothing.
-Expert points (``sac segment --expert-points``,
-``model.segment(points=...)``) become edits through :func:`sac.inference.experts.apply_points`.
+Expert points (``sac segment --expert-points``, ``model.segment(points=...)``) go through it (``experts.apply_points``).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from sac.errors import SACError
 from sac.inference.history import Edit, LabelHistory
 from sac.inference.reader import ArraySource, open_image
 from sac.inference.segmenter import SegmentationResult, Segmenter
-from sac.inference.windows import WindowCache, largest_component, pick_component
+from sac.inference.windows import WindowCache, honour_clicks, largest_component, pick_component
 
 __all__ = ["Edit", "Editor"]
 
@@ -48,12 +47,9 @@ MEMO = 64  # instances whose last prompts and mask logits are kept for refine (1
 
 
 def _number(v, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise SACError(f"{what}: {v!r} is not a number")
-    v = float(v)
-    if not np.isfinite(v):
-        raise SACError(f"{what}: coordinate {v} is not finite")
-    return v
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(float(v)):
+        raise SACError(f"{what}: {v!r} is not a finite number")
+    return float(v)
 
 
 class Editor:
@@ -137,8 +133,7 @@ class Editor:
             point = np.array([[x, y, 1]], np.float32)
             tile, emb = self.windows.window_for(x, y)
             lg = self._decode(tile, emb, point, mask_input=self._unet_input(tile))
-            mask = pick_component(self.windows.from_model(tile, lg) > 0, [(x - tile.x0, y - tile.y0)],
-                                  NEAR / self.windows.f)
+            mask = pick_component(self._obeyed(tile, lg, point), [(x - tile.x0, y - tile.y0)], NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
@@ -182,7 +177,7 @@ class Editor:
     def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray) -> Edit:
         lg = self._decode(tile, emb, allp, mask_input=mask_input)
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-        mask = pick_component(self.windows.from_model(tile, lg) > 0, seeds, NEAR / self.windows.f)
+        mask = pick_component(self._obeyed(tile, lg, allp), seeds, NEAR / self.windows.f)
         if mask is None:
             return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
         edit = self._put(tile, mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
@@ -341,6 +336,12 @@ class Editor:
             return None
         p = np.clip(self.windows.model_map(tile, prob).astype(np.float64), 1e-9, 1 - 1e-9)
         return np.clip(np.log(p) - np.log1p(-p), -20, 20).astype(np.float32)
+
+    def _obeyed(self, tile, logits: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Decoded ``logits [S, S]`` -> window mask ``bool [h, w]`` obeying ``points [N, 3]`` (image pixels)."""
+        p = self._auto.prompt_prob
+        return honour_clicks(self.windows.from_model(tile, logits) > 0, points - [tile.x0, tile.y0, 0],
+                             None if p is None else p[tile.y0 : tile.y1, tile.x0 : tile.x1])
 
     def _mask_logits(self, tile, i: int) -> np.ndarray:
         """Instance ``i``'s current mask on ``tile``'s model grid as logits ``float32 [S, S]`` (+-6.9)."""
