@@ -53,6 +53,9 @@ GROWTH = 1.2  # doubling the scale must grow the median nucleus at least this mu
 # which it was trained on at native size. The first choice, the crop augmentation range 0.8-1.25, rescaled DSB images
 # at native size and lost accuracy on them (docs/scale.md).
 SNAP = (0.65, 1.6)
+# A resolution given in microns per pixel (a slide's, or --mpp) is measured, not estimated: it snaps to 1 only within
+# the crop augmentation range of `sac train` (sac.data.augment.AugmentConfig: 0.8-1.25).
+MPP_SNAP = (0.8, 1.25)
 SCALE_RANGE = (1 / 16, 8.0)  # the estimate is clipped to what InferenceConfig accepts, with margin for tiny inputs
 
 PromptMaps = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
@@ -137,11 +140,12 @@ def choose_scale(diameter: float, target: float) -> tuple[float, str]:
 
 def scale_from_mpp(mpp: float, model_mpp: float) -> float:
     """Microns per pixel of an image (e.g. a slide's) and of the model's training data -> the scale to segment at:
-    ``mpp / model_mpp`` (an image at 0.5 um/px for a model trained at 0.25 um/px is upsampled 2x), snapped to 1
-    within ``SNAP`` as :func:`choose_scale` does. SACError for a non-positive value."""
+    ``mpp / model_mpp`` (an image at 0.5 um/px for a model trained at 0.25 um/px is upsampled 2x), clipped to
+    ``SCALE_RANGE`` and exactly 1.0 within ``MPP_SNAP``. SACError for a non-positive value."""
     if not (mpp > 0 and model_mpp > 0):
         raise SACError(f"microns per pixel must be > 0, got {mpp} (image) and {model_mpp} (model)")
-    return choose_scale(1.0, mpp / model_mpp)[0]
+    raw = mpp / model_mpp
+    return 1.0 if MPP_SNAP[0] <= raw <= MPP_SNAP[1] else float(min(max(raw, SCALE_RANGE[0]), SCALE_RANGE[1]))
 
 
 def sample_windows(height: int, width: int, size: int, max_windows: int) -> list[tuple[int, int, int, int]]:

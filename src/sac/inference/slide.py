@@ -89,11 +89,11 @@ def choose_level(downsamples, mpp: float, model_mpp: float) -> tuple[int, float]
     scale that brings it to the model's resolution (1.0 within 0.8..1.25). Reading a coarser level is much cheaper
     than reading level 0 and downsampling.
     """
-    from sac.inference.scale import SNAP, scale_from_mpp
+    from sac.inference.scale import MPP_SNAP, scale_from_mpp
 
     level = 0
     for i, ds in enumerate(downsamples):
-        if mpp * float(ds) / model_mpp <= SNAP[1] and float(ds) >= float(downsamples[level]):
+        if mpp * float(ds) / model_mpp <= MPP_SNAP[1] and float(ds) >= float(downsamples[level]):
             level = i
     return level, scale_from_mpp(mpp * float(downsamples[level]), model_mpp)
 
