@@ -98,9 +98,8 @@ def test_segmenter_engines_agree_on_real_crop(tiny):
         assert torch.allclose(res.embeddings[tile].float(), base.embeddings[tile].float(), atol=2e-3)
 
 
-def test_cache_reused_then_rebuilt_when_truncated(tiny):
-    _need("openvino")
-    cache = engine_cache.cache_dir()  # the session's (conftest): an earlier test may have exported this model
+def test_cache_reused_then_rebuilt_when_truncated(tiny, cache):
+    _need("openvino")  # a fresh cache: in the session's, earlier tests leave entries of other models beside this one
     E.make_engine(tiny, "openvino")
     exported = engine_cache.EXPORTS["openvino"]
     E.make_engine(tiny, "openvino")
