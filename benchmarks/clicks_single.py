@@ -43,7 +43,9 @@ from sac.atomic import atomic_write_text
 from sac.data.io import list_pairs, read_image, read_labels
 from sac.evaluation.clicks import box_of, correction_click, interior_point
 from sac.inference.api import build_model
+from sac.inference.editor import NEAR
 from sac.inference.tiling import Tile, make_tiles
+from sac.inference.windows import honour_clicks, largest_component, pick_component
 
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
@@ -52,6 +54,10 @@ ROWS = {  # row -> (model key, first prompt)
     # correction rounds with the UNet logits (or nothing) as mask input instead of the previous round's logits
     "head-click-refine-unet": ("head", "click-refine-unet"), "head-click-refine-none": ("head", "click-refine-none"),
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
+    # what Editor.add / refine return: the decoded mask made to obey its clicks, then the piece under the clicks
+    "head-click-editor": ("head", "click", "editor"), "head-box-editor": ("head", "box", "editor"),
+    # the same with the decoder's logits averaged with the UNet's (the automatic map) before thresholding
+    "head-click-fused": ("head", "click", "fused"),
 }
 CLICKS = 5
 REPORT = (1, 2, 3, 5)
@@ -134,8 +140,10 @@ class Windows:
 
 
 @torch.inference_mode()
-def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.ndarray:
-    """IoU after each of the CLICKS rounds for every job -> ``float [n_jobs, CLICKS]``."""
+def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: str | None = None) -> np.ndarray:
+    """IoU after each of the CLICKS rounds for every job -> ``float [n_jobs, CLICKS]``. ``post``: None (the
+    decoder's ``logits > 0`` over the window), ``editor`` (as :class:`~sac.inference.editor.Editor`: obey the clicks,
+    keep the piece under them) or ``fused`` (``editor`` on the mean of the decoder's and the UNet's logits)."""
     ious = np.zeros((len(jobs), CLICKS))
     groups: dict = {}
     for j, job in enumerate(jobs):
@@ -174,6 +182,8 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.nd
             still = []
             for p in active:
                 pred = (prev[p][0, :h, :w] > 0).numpy()
+                if post is not None:
+                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], post, h, w)
                 inter = np.count_nonzero(pred & targets[p])
                 ious[idx[p], r] = inter / (np.count_nonzero(pred) + areas[p] - inter)
                 click = correction_click(pred, targets[p])
@@ -184,6 +194,18 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str) -> np.nd
                     ious[idx[p], r + 1:] = ious[idx[p], r]
             active = still
     return ious
+
+
+def editor_mask(logits: torch.Tensor, unet: torch.Tensor | None, clicks: list, post: str, h: int, w: int
+                ) -> np.ndarray:
+    """The editor's rule (scale 1: window pixels are model pixels) on one decoded mask ``logits [S, S]``."""
+    prob = None if unet is None else torch.sigmoid(unet[0, 0, :h, :w]).numpy()
+    z = logits if post != "fused" or unet is None else (logits + unet[0, 0, :h, :w]) / 2
+    pts = [(float(xy[0]), float(xy[1]), int(lb)) for xy, lb in clicks]
+    mask = honour_clicks((z > 0).numpy(), pts, prob)
+    seeds = [(x, y) for x, y, lb in pts if lb == 1]
+    piece = pick_component(mask, seeds, NEAR) if seeds else largest_component(mask)
+    return np.zeros((h, w), bool) if piece is None else piece
 
 
 @torch.inference_mode()
@@ -234,9 +256,9 @@ def main() -> None:
         entry["nuclei_total"] = p["total"]
         wins = {key: Windows(m, sets[name]) for key, m in models.items()}
         for row in args.rows:
-            key, first = ROWS[row]
+            key, first, *post = ROWS[row]
             t1 = time.time()
-            ious = run_row(models[key], wins[key], sets[name], p["jobs"], first)
+            ious = run_row(models[key], wins[key], sets[name], p["jobs"], first, *post)
             entry["rows"][row] = {
                 **{f"iou@{c}": round(float(ious[:, c - 1].mean()), 4) for c in REPORT},
                 "n_nuclei": len(ious), "seconds": round(time.time() - t1, 1), "loadavg": list(os.getloadavg()),

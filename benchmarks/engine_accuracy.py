@@ -24,18 +24,27 @@ DATA = Path(os.environ.get("SAC_DATA", REPO.parent / "shared" / "data"))
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
 SETS = {"monuseg": ("monuseg", "train", MONUSEG_VAL), "dsb": ("dsb2018", "val", None)}
-# name -> (engine, OpenVINO encoder precision, InferenceConfig overrides); all at scale 1.
+# name -> (engine, OpenVINO encoder precision, InferenceConfig overrides); all at scale 1. "default" is the shipped
+# settings; the others pin sam / tta so that they mean the same whatever the defaults are.
+_BEFORE = {"sam": "all", "tta": False}  # the automatic path before issue 13: SAM on every window, no flips
 VARIANTS = {
-    "torch": ("torch", "f32", {}),
-    "onnxruntime": ("onnxruntime", "f32", {}),
-    "openvino_f32": ("openvino", "f32", {}),
-    "openvino_bf16": ("openvino", "bf16", {}),
-    "openvino_bf16_overlap8": ("openvino", "bf16", {"overlap": 8}),
-    "openvino_f32_overlap8": ("openvino", "f32", {"overlap": 8}),
-    "openvino_f32_sam_nuclei": ("openvino", "f32", {"sam_uncertain": 0.0}),
-    "openvino_f32_sam_u05": ("openvino", "f32", {"sam_uncertain": 0.05}),
-    "openvino_f32_sam_u10": ("openvino", "f32", {"sam_uncertain": 0.10}),
-    "openvino_f32_sam_u15": ("openvino", "f32", {"sam_uncertain": 0.15}),
+    "default": ("auto", "bf16", {}),  # main() sets the engine module's precision
+    "torch": ("torch", "f32", _BEFORE),
+    "onnxruntime": ("onnxruntime", "f32", _BEFORE),
+    "openvino_f32": ("openvino", "f32", _BEFORE),
+    "openvino_bf16": ("openvino", "bf16", _BEFORE),
+    "openvino_bf16_overlap8": ("openvino", "bf16", {**_BEFORE, "overlap": 8}),
+    "openvino_f32_overlap8": ("openvino", "f32", {**_BEFORE, "overlap": 8}),
+    "openvino_f32_tta": ("openvino", "f32", {"sam": "all", "tta": True}),
+    "openvino_f32_sam_nuclei": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.0, "tta": False}),
+    "openvino_f32_sam_u05": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.05, "tta": False}),
+    "openvino_f32_sam_u10": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.10, "tta": False}),
+    "openvino_f32_sam_u15": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.15, "tta": False}),
+    "openvino_f32_sam_u20": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.20, "tta": False}),
+    "openvino_f32_sam_u30": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.30, "tta": False}),
+    "openvino_f32_sam_never": ("openvino", "f32", {"sam": "prompts", "tta": False}),
+    "openvino_f32_sam_never_tta": ("openvino", "f32", {"sam": "prompts", "tta": True}),
+    "openvino_f32_sam_never_tta_overlap8": ("openvino", "f32", {"sam": "prompts", "tta": True, "overlap": 8}),
 }
 KEYS = ("dice", "aji", "aji_plus", "pq", "n_images")
 
@@ -52,13 +61,13 @@ def run_variant(loaded, name: str, set_name: str) -> dict:
     E.ENCODER_PRECISION = precision
     cfg = InferenceConfig(scale=1.0, engine=engine, **overrides)
     seg = Segmenter(loaded.module, cfg)
-    assert seg.engine.name == engine, f"{engine} fell back to {seg.engine.name}: {seg.engine.note}"
+    assert engine == "auto" or seg.engine.name == engine, f"{engine} fell back to {seg.engine.name}: {seg.engine.note}"
     folder, split, ids = SETS[set_name]
     t = time.perf_counter()
     res = evaluate_model(loaded, DATA / folder, split, cfg, ids=ids, segmenter=seg, progress=False)
     return {**{k: res[k] for k in KEYS}, "seconds_per_image": round(res["seconds_per_image"], 3),
             "wall_s": round(time.perf_counter() - t, 1), "windows": seg.windows_run[0],
-            "sam_windows": seg.windows_run[1], "engine": seg.engine.name, "precision": precision,
+            "sam_windows": seg.windows_run[1], "engine": seg.engine.name, "precision": E.ENCODER_PRECISION,
             "overrides": overrides, "threads": torch.get_num_threads(), "loadavg": os.getloadavg()}
 
 
@@ -70,7 +79,10 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    from sac.inference import engine as E
     from sac.inference.api import load_model
+
+    VARIANTS["default"] = ("auto", E.ENCODER_PRECISION, {})  # the shipped precision, before any variant sets it
 
     torch.set_num_threads(2)
     loaded = load_model("default")

@@ -58,7 +58,7 @@ def crop():
 
 
 def disc_editor(model, image, scale=1.0, radius=10.0) -> Editor:
-    ed = Editor(model, image, InferenceConfig(scale=scale))
+    ed = Editor(model, image, InferenceConfig(scale=scale, tta=False, sam="all"))  # scenes below assume this run
     ed.engine = DiscEngine(ed.engine, radius)
     return ed
 

@@ -118,3 +118,12 @@ def test_tissue_mask_finds_glass(tissue, tmp_path):
     assert 0 < thr <= 0.1
     assert mask[:, :192].mean() > 0.9 and not mask[:, 200:].any()
     src.close()
+
+
+def test_folder_input_picks_up_slides(tmp_path):
+    from sac.inference.files import expand_inputs
+
+    for name in ("a.svs", "b.NDPI", "c.png", "notes.txt", ".hidden.svs"):
+        (tmp_path / name).write_bytes(b"x")
+    paths, problems = expand_inputs([str(tmp_path)])
+    assert [p.name for p in paths] == ["a.svs", "b.NDPI", "c.png"] and problems == []

@@ -6,7 +6,17 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
-from sac.inference.config import DEVICE_CHOICES, ENGINE_CHOICES, SELECT_CHOICES, diameter_arg, scale_arg
+import argparse
+
+from sac.inference.config import (
+    DEVICE_CHOICES,
+    ENGINE_CHOICES,
+    SAM_CHOICES,
+    SELECT_CHOICES,
+    InferenceConfig,
+    diameter_arg,
+    scale_arg,
+)
 from sac.postprocess import DISTANCE_H
 
 HELP = "Score predictions (--pred) or a trained model (--model) against ground truth."
@@ -38,8 +48,11 @@ def add_arguments(parser):
                    help="typical nucleus diameter of the images in pixels: sets the scale instead of the estimate")
     m.add_argument("--split-h", type=float, default=None, metavar="H",
                    help=f"watershed marker height on a distance head's map (default {DISTANCE_H}; lower splits more)")
-    m.add_argument("--tta", action="store_true", default=None,
-                   help="average the prompt UNet's maps over 4 flips of each tile (default: off)")
+    m.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"average the prompt UNet's maps over 4 flips of each tile (default "
+                        f"{'on' if InferenceConfig.tta else 'off'})")
+    m.add_argument("--sam", choices=SAM_CHOICES, default=None,
+                   help=f"where the SAM encoder + decoder run on (default {InferenceConfig.sam}; all = every window)")
     m.add_argument("--seed", type=int, default=None, help="random seed (random selection, expert points)")
     m.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")
     m.add_argument("--engine", choices=ENGINE_CHOICES, default=None,
@@ -48,8 +61,8 @@ def add_arguments(parser):
     m.add_argument("--limit", type=int, default=None, metavar="K", help="score only the first K images")
 
 
-_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "nucleus_diameter", "split_h", "tta", "seed",
-               "device", "engine", "sam_checkpoint", "limit")
+_MODEL_ONLY = ("points", "expert", "select", "tile", "overlap", "scale", "nucleus_diameter", "split_h", "tta", "sam",
+               "seed", "device", "engine", "sam_checkpoint", "limit")
 
 
 def run(args) -> int:
@@ -83,7 +96,7 @@ def run(args) -> int:
         given = {"tile": args.tile, "overlap": args.overlap, "scale": args.scale,
                  "nucleus_diameter": args.nucleus_diameter, "n_points": args.points,
                  "select": args.select, "split_h": args.split_h, "tta": args.tta, "seed": args.seed,
-                 "engine": args.engine}
+                 "engine": args.engine, "sam": args.sam}
         cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None})  # None: the library default
         result = evaluate_model(args.model, Path(args.data), args.split, cfg, expert=args.expert or 0,
                                 limit=args.limit, device=args.device or "cpu", sam_checkpoint=args.sam_checkpoint)

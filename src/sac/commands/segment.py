@@ -1,9 +1,12 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
+import argparse
+
 from sac.inference.config import (
     DEVICE_CHOICES,
     ENGINE_CHOICES,
     INSTANCE_CHOICES,
+    SAM_CHOICES,
     SELECT_CHOICES,
     InferenceConfig,
     diameter_arg,
@@ -53,9 +56,13 @@ def add_arguments(parser):
     parser.add_argument("--split-h", type=float, default=None, metavar="H",
                         help="watershed marker height on the distance head's map, in (0, 1): lower splits touching "
                              f"nuclei more (default {DISTANCE_H}; 0.1 suited dense H&E, 0.2 large fluorescent nuclei)")
-    parser.add_argument("--tta", action="store_true",
-                        help="flip test-time augmentation of the prompt UNet (4 flips per tile; the SAM encoder "
-                             "still runs once)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"flip test-time augmentation of the prompt UNet (4 flips per tile; default "
+                             f"{'on' if InferenceConfig.tta else 'off'})")
+    parser.add_argument("--sam", choices=SAM_CHOICES, default=None,
+                        help=f"windows the SAM encoder + decoder run on in the automatic pass (default "
+                             f"{InferenceConfig.sam}: only where expert points are; 'all' = the paper's method on "
+                             "every window, ~4x slower and no more accurate, docs/segment.md)")
     parser.add_argument("--min-area", type=int, default=None, metavar="PX",
                         help=f"drop nuclei smaller than this (default {InferenceConfig.min_area})")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")
@@ -106,7 +113,7 @@ def run(args) -> int:
     given = {"tile": args.tile, "overlap": args.overlap, "n_points": args.points, "select": args.select,
              "nucleus_diameter": args.nucleus_diameter, "scale": args.scale, "instances": args.instances,
              "min_area": args.min_area, "seed": args.seed, "split_h": args.split_h, "tta": args.tta,
-             "engine": args.engine}
+             "engine": args.engine, "sam": args.sam}
     cfg = InferenceConfig(**{k: v for k, v in given.items() if v is not None}).validate()  # None: library default
     formats = parse_formats(args.formats)
     points = parse_expert_points(args.expert_points)

@@ -20,6 +20,8 @@ from sac.atomic import atomic_path
 from sac.errors import SACError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+# Whole-slide formats (read by sac.inference.slide through tiffslide / OpenSlide; never training data).
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 
 # Percentiles used to stretch images that are not already 8-bit (16-bit / float microscopy).

@@ -17,6 +17,8 @@ from sac.models.config import SELECT_METHODS as SELECT_CHOICES
 INSTANCE_CHOICES = ("watershed", "components", "none")
 # Inference engines (sac.inference.engine): auto = the fastest installed one that matches torch on a real tile.
 ENGINE_CHOICES = ("auto", "openvino", "onnxruntime", "torch")
+# Where whole-image segmentation runs the SAM encoder + decoder (InferenceConfig.sam, docs/segment.md).
+SAM_CHOICES = ("prompts", "uncertain", "all")
 # --scale: "auto" (estimate each image's nucleus size, sac.inference.scale) or a factor in (0, MAX_SCALE].
 SCALE_AUTO = "auto"
 MAX_SCALE = 8.0
@@ -70,15 +72,18 @@ class InferenceConfig:
     lower splits more. ``None`` = ``sac.postprocess.instances.DISTANCE_H`` (0.15); on the validation sets 0.1 suited
     dense H&E (MoNuSeg) best and 0.2 DSB's larger nuclei (docs/segment.md).
     ``tta``: average the prompt UNet's maps (nucleus logits, distance) over the 4 mirror images of each tile
-    (identity, left-right, up-down, both) before prompts are selected: flip test-time augmentation. The UNet is
-    cheap next to the SAM encoder, which still runs once per tile.
+    (identity, left-right, up-down, both) before prompts are selected: flip test-time augmentation (default on: with
+    ``sam="prompts"`` the UNet's map is the automatic result, and the flips lift DSB val AJI by 0.02, docs/segment.md).
     ``min_area``: objects smaller than this (original-image pixels) are dropped from the instances.
     ``threshold``: probability above which a pixel is nucleus.
     ``batch``: tiles per forward pass (1 is fastest on CPU for LiteMedSAM, see docs/segment.md).
     ``seed``: seeds the random prompt selection so runs are reproducible.
-    ``sam_uncertain``: where the SAM encoder + decoder run (the UNet runs on every window). ``None``: every window;
-    a fraction F: only windows whose UNet map holds a nucleus (a pixel above ``threshold``) and has at least F of
-    its pixels uncertain (0.1 < p < 0.9); elsewhere the UNet's probability stands in for SAM's (docs/segment.md).
+    ``sam``: where the SAM encoder + decoder run (the UNet runs on every window). ``prompts`` (default): only on
+    windows holding expert points; elsewhere the UNet's probability is the automatic result (measured as accurate as
+    SAM on every window, at a quarter of the time: docs/segment.md); clicks and expert points are SAM's work
+    (:class:`~sac.inference.editor.Editor`). ``uncertain``: also on windows whose UNet map holds a nucleus (a pixel
+    above ``threshold``) and has at least a fraction ``sam_uncertain`` of its pixels uncertain (0.1 < p < 0.9).
+    ``all``: every window (the paper's method). Models without a prompt UNet always run SAM everywhere.
     ``engine``: what runs the model on the CPU (one of ``ENGINE_CHOICES``; docs/engines.md); cuda always runs torch.
     """
 
@@ -91,12 +96,13 @@ class InferenceConfig:
     instances: str = "watershed"
     use_distance: bool = True
     split_h: float | None = None
-    tta: bool = False
+    tta: bool = True
     min_area: int = 10
     threshold: float = 0.5
     batch: int = 1
     seed: int = 0
-    sam_uncertain: float | None = None
+    sam: str = "prompts"
+    sam_uncertain: float = 0.2
     engine: str = "auto"
 
     def validate(self) -> InferenceConfig:
@@ -124,7 +130,9 @@ class InferenceConfig:
             raise SACError(f"--split-h must be in (0, 1), got {self.split_h}")
         if not (0 < self.threshold < 1):
             raise SACError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.sam_uncertain is not None and not (0 <= self.sam_uncertain <= 1):
+        if self.sam not in SAM_CHOICES:
+            raise SACError(f"--sam must be one of {', '.join(SAM_CHOICES)}, got {self.sam!r}")
+        if not (0 <= self.sam_uncertain <= 1):
             raise SACError(f"--sam-uncertain must be in [0, 1], got {self.sam_uncertain}")
         if self.engine not in ENGINE_CHOICES:
             raise SACError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")

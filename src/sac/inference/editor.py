@@ -1,8 +1,8 @@
 """Interactive correction of a segmentation: :class:`Editor` (clicks, boxes, delete / merge / split, undo / redo).
 
 ``Editor(model, image)`` runs the automatic segmentation once (the same :class:`Segmenter` and settings as
-`sac segment`) and keeps the image embeddings of its windows (:mod:`sac.inference.windows`). Every prompt then costs
-one pass of the single-nucleus decoder (``engine.decode_object``), not of the image encoder:
+`sac segment`), embeds its windows (:mod:`sac.inference.windows`) and keeps them. Every prompt then costs one pass
+of the single-nucleus decoder (``engine.decode_object``), not of the image encoder:
 
 * ``add(x, y)``: positive click, the nucleus under it becomes one new instance; instances it overlapped lose those
   pixels (fragments smaller than ``cfg.min_area`` are dropped). The UNet's logits of the window are the mask prompt.
@@ -14,8 +14,8 @@ one pass of the single-nucleus decoder (``engine.decode_object``), not of the im
 
 Coordinates are image pixels, x = column, y = row. Ids stay stable while editing (new instances get fresh ids,
 never reused); :meth:`Editor.result` renumbers them 1..N for the output writers. Bad input (outside the image,
-NaN, non-numeric, empty point list, unknown id, zero-area box) raises :class:`SACError` and changes nothing.
-Expert points (``sac segment --expert-points``, ``model.segment(points=...)``) go through it (``experts.apply_points``).
+NaN, non-numeric, empty point list, unknown id, zero-area box) raises :class:`SACError` and changes nothing. Expert
+points (``--expert-points``, ``model.segment(points=...)``) go through it (``experts.apply_points``).
 """
 
 from __future__ import annotations
@@ -56,27 +56,27 @@ class Editor:
     """Edit the instances of one image with a SAC model (``SACModel`` from :func:`sac.load_model`, or a ``SAC``).
 
     ``image``: a path or an array ``[H, W(, C)]``; ``cfg``: :class:`InferenceConfig` of the automatic run;
-    ``on_tile(n)``: progress callback of the automatic run. ``labels`` is the current ``int32 [H, W]`` label image
-    (read-only view; 0 = background). Calls are serialised by a lock, so one editor may serve several threads.
+    ``on_tile(n)``: progress callback of the automatic run; ``embed``: embed every window now, so no click waits
+    for the image encoder (False: on a window's first click, as for a few ``--expert-points``). ``labels``: the
+    current ``int32 [H, W]`` label image (read-only view; 0 = background). Calls are serialised by a lock.
     """
 
-    def __init__(self, model, image, cfg=None, *, on_tile=None):
+    def __init__(self, model, image, cfg=None, *, on_tile=None, embed: bool = True):
         module, device = getattr(model, "module", model), getattr(model, "device", "cpu")
-        self._start(Segmenter(module, cfg, device=device), image, on_tile)
+        self._start(Segmenter(module, cfg, device=device), image, on_tile, embed)
 
     @classmethod
-    def from_segmenter(cls, segmenter: Segmenter, image, *, on_tile=None) -> Editor:
+    def from_segmenter(cls, segmenter: Segmenter, image, *, on_tile=None, embed: bool = True) -> Editor:
         """An editor reusing an existing :class:`Segmenter` (its engine and settings), e.g. one per CLI run."""
-        editor = cls.__new__(cls)
-        editor._start(segmenter, image, on_tile)
+        (editor := cls.__new__(cls))._start(segmenter, image, on_tile, embed)
         return editor
 
-    def _start(self, segmenter: Segmenter, image, on_tile) -> None:
+    def _start(self, segmenter: Segmenter, image, on_tile, embed: bool) -> None:
         opened = isinstance(image, str | os.PathLike)
         source = open_image(image) if opened else image if hasattr(image, "read") else ArraySource(image)
         try:
             scale = segmenter.scale_for(source)
-            auto = segmenter.segment(source, on_tile=on_tile, keep_embeddings=True)
+            auto = segmenter.segment(source, on_tile=on_tile, keep_embeddings=True, embed_all=embed)
         finally:
             if opened:
                 source.close()

@@ -180,6 +180,6 @@ def segment_with_points(segmenter, source, points, on_tile=None):
     list every expert point after the automatic prompts (also the points that changed nothing)."""
     from sac.inference.editor import Editor
 
-    editor = Editor.from_segmenter(segmenter, source, on_tile=on_tile)
+    editor = Editor.from_segmenter(segmenter, source, on_tile=on_tile, embed=False)  # a few points: embed lazily
     apply_points(editor, points)
     return editor.result(clicks=points)

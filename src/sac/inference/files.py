@@ -6,12 +6,14 @@ import contextlib
 import glob
 from pathlib import Path
 
-from sac.data.io import IMAGE_SUFFIXES
+from sac.data.io import IMAGE_SUFFIXES, SLIDE_SUFFIXES
 from sac.errors import SACError
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES + SLIDE_SUFFIXES  # what a folder given to `sac segment` contributes
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their images, not recursive) and globs -> (unique sorted-per-argument paths, problems).
+    """Files, folders (images and slides, not recursive) and globs -> (unique sorted-per-argument paths, problems).
 
     A missing file is kept (it fails later with a clear message per file); an empty folder or a glob that
     matches nothing is reported as a problem. Two inputs with the same stem would overwrite each other's outputs:
@@ -22,10 +24,10 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     for arg in inputs:
         p = Path(arg)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in INPUT_SUFFIXES
                            and not q.name.startswith("."))
             if not found:
-                problems.append(f"{p}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+                problems.append(f"{p}: folder has no images ({', '.join(INPUT_SUFFIXES)})")
             paths.extend(found)
         elif glob.has_magic(arg):
             found = sorted(Path(q) for q in glob.glob(arg) if Path(q).is_file())

@@ -123,7 +123,7 @@ class Segmenter:
         )
         self.has_unet = model.prompt_generator is not None and prompts.enabled
         self.has_distance = self.has_unet and model.prompt_generator.out_channels > 1
-        self.windows_run = [0, 0]  # windows segmented so far, of which SAM ran on (cfg.sam_uncertain)
+        self.windows_run = [0, 0]  # windows segmented so far, of which SAM ran on (cfg.sam)
 
     # ------------------------------------------------------------------ geometry
     def scale_for(self, source) -> float:
@@ -228,50 +228,63 @@ class Segmenter:
         return mean(0), mean(1)
 
     @torch.inference_mode()
-    def _run_batch(self, batch: torch.Tensor, experts, rng) -> tuple[np.ndarray, np.ndarray | None, list,
-                                                                       torch.Tensor]:
+    def _run_batch(self, batch: torch.Tensor, experts, rng, embed_all: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray | None, list, list]:
         """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
         the distance head's map if any) or None, prompts, per window its embedding ``float32 [256, h, w]`` or None
-        where SAM did not run (``cfg.sam_uncertain``; there the SAC prob is the UNet's)."""
+        where SAM did not run (``cfg.sam``; there the SAC prob is the UNet's). ``embed_all``: the encoder runs on
+        every window (the decoder still only where ``cfg.sam`` says), so every window has an embedding."""
         engine = self.engine
         logits, dist_logits = self._prompt_maps(batch) if self.has_unet else (None, None)
         prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if logits is not None else None
         unet_maps = None if prob is None else prob[:, None]
         if dist_logits is not None:
             unet_maps = np.concatenate([unet_maps, torch.sigmoid(dist_logits.float()).cpu().numpy()], axis=1)
-        cfg = self.prompt_cfg if self.has_unet else dataclasses.replace(self.prompt_cfg, enabled=False)
-        coords, labels = select_batch(
-            prob, cfg, [e[0] for e in experts], [e[1] for e in experts], rng, batch_size=len(batch)
-        )
         run = self._needs_sam(prob, experts)
         self.windows_run[0] += len(run)
         self.windows_run[1] += int(run.sum())
+        # Prompts only for the windows SAM runs on (the others would never use them); -1 labels pad the rest.
+        cfg = self.prompt_cfg if self.has_unet else dataclasses.replace(self.prompt_cfg, enabled=False)
+        idx = np.flatnonzero(run)
+        coords = np.zeros((len(run), 1, 2), np.float32)
+        labels = np.full((len(run), 1), -1, np.int64)
+        if len(idx):
+            c, lab = select_batch(None if prob is None else prob[idx], cfg, [experts[j][0] for j in idx],
+                                  [experts[j][1] for j in idx], rng, batch_size=len(idx))
+            coords = np.zeros((len(run), *c.shape[1:]), np.float32)
+            labels = np.full((len(run), lab.shape[1]), -1, np.int64)
+            coords[idx], labels[idx] = c, lab
         sac_prob = np.array(prob[:, None] if prob is not None else np.zeros((len(batch), 1, 1, 1)), np.float32)[:, 0]
-        emb = None
+        encode = np.ones_like(run) if embed_all else run
+        embs: list = [None] * len(run)
+        if encode.any():
+            emb = engine.encode(batch[torch.from_numpy(np.flatnonzero(encode))])
+            for k, j in enumerate(np.flatnonzero(encode)):
+                embs[j] = emb[k]
         if run.any():
-            idx = torch.from_numpy(np.flatnonzero(run))
-            emb = engine.encode(batch[idx])
-            mask_logits, _ = engine.decode(emb, torch.from_numpy(coords[run]), torch.from_numpy(labels[run]),
-                                           None if logits is None else logits[idx])
+            idx = np.flatnonzero(run)
+            mask_logits, _ = engine.decode(torch.stack([embs[j] for j in idx]), torch.from_numpy(coords[run]),
+                                           torch.from_numpy(labels[run]),
+                                           None if logits is None else logits[torch.from_numpy(idx)])
             sac_prob = np.broadcast_to(sac_prob, (len(batch), *mask_logits.shape[-2:])).copy()
             sac_prob[run] = torch.sigmoid(mask_logits)[:, 0].numpy()
-        embs = iter(emb) if emb is not None else iter(())
-        # Prompts of windows SAM skipped were never used: report none for them.
         prompts = [(c, lab) if r else (c[:0], lab[:0]) for c, lab, r in zip(coords, labels, run, strict=True)]
-        return sac_prob, unet_maps, prompts, [next(embs) if r else None for r in run]
+        return sac_prob, unet_maps, prompts, embs
 
     def _needs_sam(self, prob: np.ndarray | None, experts) -> np.ndarray:
-        """``bool [b]``: the windows SAM runs on (``cfg.sam_uncertain``): all without a UNet or with expert points;
-        else those whose UNet map ``prob [b, S, S]`` holds a nucleus and is uncertain enough."""
+        """``bool [b]``: the windows SAM runs on (``cfg.sam``): every window without a UNet or with ``all``; else
+        those with expert points and, with ``uncertain``, those whose UNet map ``prob [b, S, S]`` holds a nucleus
+        and is uncertain enough."""
         b = len(experts)
-        frac = self.cfg.sam_uncertain
-        if prob is None or frac is None:
+        if prob is None or self.cfg.sam == "all":
             return np.ones(b, bool)
+        has_expert = np.array([len(e[1]) > 0 for e in experts], bool)
+        if self.cfg.sam == "prompts":
+            return has_expert
         p = prob[:, : self.tile_model, : self.tile_model].reshape(b, -1)
         uncertain = ((p > 0.1) & (p < 0.9)).mean(1)
         has_nucleus = (p > self.cfg.threshold).any(1)
-        has_expert = np.array([len(e[1]) > 0 for e in experts])
-        return has_expert | (has_nucleus & (uncertain >= frac))
+        return has_expert | (has_nucleus & (uncertain >= self.cfg.sam_uncertain))
 
     def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
         """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
@@ -297,13 +310,15 @@ class Segmenter:
         expert_points: np.ndarray | None = None,
         on_tile: Callable[[int], None] | None = None,
         keep_embeddings: bool = False,
+        embed_all: bool = False,
     ) -> SegmentationResult:
         """Segment ``image`` (``uint8/uint16/float [H, W(, C)]`` array or a :mod:`~sac.inference.reader` source).
 
         ``expert_points float [M, 3]`` (x, y, label) in image pixels are merged into the prompts of every tile
         that contains them (a point in an overlap is used by each of those tiles). ``on_tile(n)`` is called
         after each batch of ``n`` tiles (progress bars). ``keep_embeddings`` keeps each tile's image embedding
-        (``result.embeddings``, float16: 2 MB per 1024 px ViT tile, 128 kB per 256 px LiteMedSAM tile).
+        (``result.embeddings``, float16: 2 MB per 1024 px ViT tile, 128 kB per 256 px LiteMedSAM tile) of the
+        windows SAM ran on (``cfg.sam``), or of every window with ``embed_all`` (the encoder then runs everywhere).
         Raises :class:`SACError` for points outside the image.
         """
         from sac.inference.experts import check_points
@@ -325,7 +340,7 @@ class Segmenter:
             chunk = tiles[i : i + self.cfg.batch]
             batch = torch.stack([self._tensor(source, t) for t in chunk])
             experts = [self._expert_in(t, points) for t in chunk]
-            sac_prob, unet_maps, prompts, emb = self._run_batch(batch, experts, rng)
+            sac_prob, unet_maps, prompts, emb = self._run_batch(batch, experts, rng, embed_all)
             for j, tile in enumerate(chunk):
                 if embeddings is not None and emb[j] is not None:
                     embeddings[tile] = emb[j].to(torch.float16)

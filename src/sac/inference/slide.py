@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sac.data.io import SLIDE_SUFFIXES
 from sac.errors import SACError
 
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 OPENSLIDE_ONLY = (".mrxs", ".vms", ".vmu")  # formats tiffslide cannot read
 TIFF_SUFFIXES = (".tif", ".tiff")
 MPP_KEYS = (("tiffslide.mpp-x", "tiffslide.mpp-y"), ("openslide.mpp-x", "openslide.mpp-y"))
