@@ -63,12 +63,13 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
              save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None,
-             tta: bool = False, split_h: float | None = None, expert_mode: str = "edit") -> dict:
+             tta: bool = False, split_h: float | None = None, expert_mode: str = "edit", sam: str = "all") -> dict:
     """Score ``model`` on whole images with :func:`sac.inference.evaluate.evaluate_model`; returns
     {"sac": score dict, "unet": score dict (if asked), "fused": score dict (with unet), seconds_per_image, settings}.
 
     ``unet_only``: score only the prompt UNet and skip the SAM image encoder (it is replaced by zeros, which the
-    UNet never sees), ~10x faster for a UNet-alone model; no "sac" entry then."""
+    UNet never sees), ~10x faster for a UNet-alone model; no "sac" entry then. ``sam``: ``all`` (SAM's mask on every
+    window: the paper's method, which the paper tables here measure) or another ``InferenceConfig.sam``."""
     import torch
 
     from sac.inference.api import load_model
@@ -77,7 +78,7 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
 
     torch.set_num_threads(int(os.environ.get("SAC_THREADS", "2")))
     cfg = InferenceConfig(n_points=points, select=select, seed=seed, scale=scale, overlap=overlap, tta=tta,
-                          split_h=split_h)
+                          split_h=split_h, sam=sam)
     loaded = load_model(model)
     seg = loaded.segmenter(cfg.validate())
     if os.environ.get("SAC_EMB_CACHE", "1") != "0":

@@ -463,3 +463,6 @@ def test_honour_clicks_keeps_positive_and_drops_negative_clicks():
     assert not out[20:25, 20:25].any() and out[5:12, 5:12].all()  # split on the bisector of the two clicks
     lone = honour_clicks(np.zeros((20, 20), bool), [[3, 3, 1]], None)
     assert lone[3, 3] and lone.sum() == 13  # a disc of radius 2 where there is no map
+    # negative clicks alone (refining a boxed nucleus): the mask stays, minus a disc around each click
+    neg = honour_clicks(mask, [[22, 22, 0]], None)
+    assert not neg[22, 22] and neg.sum() == mask.sum() - 13  # the 13 px disc of radius 2

@@ -200,6 +200,22 @@ def test_upsampled_crop_scale_and_count_recovered(default_model, native_crop):
 
 
 @pytest.mark.slow
+@pytest.mark.data
+def test_tiny_dense_nuclei_are_not_taken_for_blobs(default_model, data_root):
+    """MoNuSeg TCGA-HE-7128 (dense, ~10 px nuclei) at half size: a coarse pass sees a few blobs of merged nuclei
+    of the training size; the estimate must follow the many nuclei instead (twice the native image's scale)."""
+    from sac.data.io import read_image
+    from sac.inference.reader import ArraySource
+
+    img = read_image(data_root / "monuseg" / "train" / "images" / "TCGA-HE-7128-01Z-00-DX1.png")
+    seg = default_model.segmenter(InferenceConfig(engine="torch"))
+    native = seg.scale_for(ArraySource(img))
+    half = seg.scale_for(ArraySource(cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)))
+    assert native > 1.5 and abs(half / (2 * native) - 1) <= 0.15, seg.scale_estimate.passes
+    assert seg.scale_estimate.n_nuclei >= scale_mod.CONFIDENT
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("value", [0, 255])
 def test_empty_image_keeps_scale_1(default_model, value):
     img = np.full((200, 180, 3), value, np.uint8)

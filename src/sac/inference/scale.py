@@ -17,7 +17,10 @@ of the model (a 256 px pass costs a small fraction of the SAM encoder's):
 3. a proposal is accepted when a pass at that scale (``max_windows`` windows) measures a median within
    ``ACCEPT_LOW`` .. ``ACCEPT_HIGH`` of the target; its nuclei then have the training size, where the UNet measures
    best, and the image's diameter is ``m / s``. A rejected proposal (a blob of merged tiny nuclei looks like one
-   nucleus at a coarse rung) lets the walk go on.
+   nucleus at a coarse rung) lets the walk go on, and so does one accepted on fewer than ``CONFIDENT`` nuclei;
+   of several accepted proposals the one where the UNet is least unsure (:func:`uncertainty`) wins;
+4. for nuclei somewhat larger than the snap range (``NATIVE_RANGE``), scale 1 is kept when the UNet is clearly
+   surer of the image as it is (``NATIVE_SURE``): sizes the model was trained on at native size.
 
 No proposal accepted (an empty image, or no nucleus-like objects at any scale): scale 1, and the estimate says so.
 :func:`choose_scale` snaps: a diameter within ``SNAP`` of the target (nucleus sizes the model was trained on at native
@@ -46,6 +49,10 @@ BAND = 1.6  # a pass whose growth stops at >= target / BAND (model px) proposes 
 # A proposed scale is accepted when its own pass measures within target / ACCEPT_LOW .. target * ACCEPT_HIGH; the low
 # side is tighter because the stalled regimes (blobs, pieces) measure below the target, never far above it.
 ACCEPT_LOW, ACCEPT_HIGH = 1.15, 1.3
+# An accepted proposal measured on fewer nuclei than this may be a few blobs of merged tiny nuclei at a coarse rung
+# (MoNuSeg TCGA-HE-7128 at half size: 11 blobs at scale 1/4): the walk goes on, and of the accepted proposals the
+# one the UNet is surest of (lowest ``uncertainty``) wins.
+CONFIDENT = 25
 MIN_SIDE = 32  # a pass that shrinks the image below this many pixels is skipped (nothing to count)
 GROWTH = 1.2  # doubling the scale must grow the median nucleus at least this much, or the nuclei are fragmenting
 # Ratios target / diameter that keep scale 1: image medians of 11.6-28.5 px at the default's 18.5 px, i.e. the per-image
@@ -53,6 +60,14 @@ GROWTH = 1.2  # doubling the scale must grow the median nucleus at least this mu
 # which it was trained on at native size. The first choice, the crop augmentation range 0.8-1.25, rescaled DSB images
 # at native size and lost accuracy on them (docs/scale.md).
 SNAP = (0.65, 1.6)
+# Scale 1 is kept instead of the estimate when the UNet's uncertainty at scale 1 is below this fraction of its
+# uncertainty at the estimated scale: DSB's ~53 px nuclei, which the default model was trained on at that size,
+# measure 0.20-0.21 at scale 1 against 0.38-0.54 shrunk to 18.5 px, and scored better unshrunk (docs/scale.md).
+NATIVE_SURE = 0.7
+# ... and only for nuclei that are larger than the snap range but within the sizes of the DSB training images (per-image
+# median up to 49.7 px at the 95th percentile, benchmarks/results/nucleus_size.json; ratio 0.32 = 58 px): much larger
+# nuclei look confidently wrong at scale 1 (cut into confident pieces), and smaller ones did better upsampled.
+NATIVE_RANGE = (0.32, SNAP[0])
 # A resolution given in microns per pixel (a slide's, or --mpp) is measured, not estimated: it snaps to 1 only within
 # the crop augmentation range of `sac train` (sac.data.augment.AugmentConfig: 0.8-1.25).
 MPP_SNAP = (0.8, 1.25)
@@ -65,11 +80,11 @@ PromptMaps = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]
 class ScaleEstimate:
     """What :func:`estimate_scale` found.
 
-    ``scale``: the factor to segment at (1.0 when snapped or nothing was found); ``diameter``: the median nucleus
-    diameter in image pixels (None when no nuclei were found); ``raw_scale``: ``target / diameter`` before
-    snapping; ``n_nuclei``: nuclei measured in the last pass; ``reason``: ``estimated`` | ``snapped`` |
-    ``no nuclei``; ``passes``: ``(trial scale, median diameter in model pixels or None, nuclei)`` per UNet pass;
-    ``seconds``: wall time of the estimate.
+    ``scale``: the factor to segment at (1.0 when snapped, kept native or nothing was found); ``diameter``: the
+    median nucleus diameter in image pixels (None when no nuclei were found); ``raw_scale``: ``target / diameter``
+    before snapping; ``n_nuclei``: nuclei measured in the accepted pass; ``reason``: ``estimated`` | ``snapped`` |
+    ``native`` (the UNet is surer at scale 1) | ``no nuclei``; ``passes``: ``(trial scale, median diameter in model
+    pixels or None, nuclei)`` per UNet pass; ``seconds``: wall time of the estimate.
     """
 
     scale: float
@@ -87,7 +102,8 @@ class ScaleEstimate:
                "the model has no prompt UNet to estimate with; kept 1", "no nuclei":
                "no nuclei found by the size estimate; kept 1"}.get(self.reason)
         if how is None:
-            snapped = ", the training size: kept 1" if self.reason == "snapped" else ""
+            snapped = {"snapped": ", the training size: kept 1",
+                       "native": ", but the model is surer at this size: kept 1"}.get(self.reason, "")
             how = f"nuclei ~{self.diameter:.0f} px across{snapped}, estimated in {self.seconds:.1f} s"
         return f"scale {self.scale:.3g} ({how})"
 
@@ -193,11 +209,21 @@ def _diameters(prob: np.ndarray, dist: np.ndarray | None) -> tuple[np.ndarray, n
 
 
 @torch.inference_mode()
+def uncertainty(prob: np.ndarray) -> float:
+    """Share of the UNet's nucleus-ish pixels (``prob > 0.1``) that it is unsure of (``0.1 < prob < 0.9``), in
+    [0, 1] (1.0 when there are none). Low at the sizes the model knows, high on blobs of merged nuclei and on pieces
+    of nuclei too large for it (docs/scale.md)."""
+    some = prob > 0.1
+    n = int(some.sum())
+    return 1.0 if n == 0 else float((some & (prob < 0.9)).sum() / n)
+
+
 def measure(prompt_maps: PromptMaps, source, scale: float, *, tile: int = 256, input_size: int = 256,
-            max_windows: int = 8) -> np.ndarray:
+            max_windows: int = 8) -> tuple[np.ndarray, float]:
     """Equivalent diameters (model pixels, ``float64 [N]``) of the nuclei the UNet finds in at most ``max_windows``
     windows of ``source`` (anything with ``shape`` (H, W) and ``read(y0, y1, x0, x1) -> uint8 [h, w, 3]``)
-    resampled by ``scale``. Objects cut by a window border are left out unless that leaves none."""
+    resampled by ``scale``, and the UNet's :func:`uncertainty` over those windows. Objects cut by a window border
+    are left out unless that leaves none."""
     H, W = source.shape
     size = max(1, round(tile / scale))
     batch, valid = [], []
@@ -216,7 +242,8 @@ def measure(prompt_maps: PromptMaps, source, scale: float, *, tile: int = 256, i
         inner.append(a)
         every.append(b)
     inner_all = np.concatenate(inner)
-    return inner_all if len(inner_all) >= MIN_NUCLEI else np.concatenate(every)
+    unsure = uncertainty(np.concatenate([prob[k, :hh, :ww].ravel() for k, (hh, ww) in enumerate(valid)]))
+    return (inner_all if len(inner_all) >= MIN_NUCLEI else np.concatenate(every)), unsure
 
 
 def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int = 256, input_size: int = 256,
@@ -232,11 +259,13 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
     passes: list[tuple[float, float | None, int]] = []
     H, W = source.shape
 
+    unsure: dict[float, float] = {}
+
     def run(s: float, windows: int) -> float | None:
         if max(H, W) * s < MIN_SIDE:
             passes.append((s, None, 0))
             return None
-        d = measure(prompt_maps, source, s, tile=tile, input_size=input_size, max_windows=windows)
+        d, unsure[s] = measure(prompt_maps, source, s, tile=tile, input_size=input_size, max_windows=windows)
         m = float(np.median(d)) if len(d) >= MIN_NUCLEI else None
         passes.append((s, m, len(d)))
         return m
@@ -248,11 +277,12 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         return None if m is None or not target / ACCEPT_LOW <= m <= target * ACCEPT_HIGH else m / s_star
 
     prev: tuple[float, float | None, bool] = (0.0, None, False)  # (scale, median, reached by growing)
-    diameter = None
+    found: list[tuple[float, int, float]] = []  # accepted proposals: (uncertainty, nuclei measured, diameter)
     for k, s in enumerate(LADDER):
         m = run(s, ladder_windows)
         s0, m0, grew0 = prev
         growing = m0 is not None and m is not None and m >= GROWTH * m0
+        diameter = None
         if growing and m0 < target <= m:  # crossed the target while growing: interpolate in log-log
             diameter = accept(s0 * math.exp(math.log(s / s0) * math.log(target / m0) / math.log(m / m0)))
         elif not growing and grew0 and target / BAND <= m0 < target:  # growth stopped just short of it
@@ -260,10 +290,20 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         if diameter is None and k == len(LADDER) - 1 and growing and target / BAND <= m < target:
             diameter = accept(s * target / m)  # still growing at the finest rung
         if diameter is not None:
-            break
+            found.append((unsure[passes[-1][0]], passes[-1][2], diameter))
+            if passes[-1][2] >= CONFIDENT:
+                break
         prev = (s, m, growing)
-    if diameter is None:
+    if not found:
         return ScaleEstimate(1.0, None, None, 0, "no nuclei", passes, time.perf_counter() - start)
+    # Blobs of merged tiny nuclei and pieces of large ones both look like nuclei of the target size; the UNet is
+    # unsure of both, and sure of real nuclei at a size it knows.
+    u, n_nuclei, diameter = min(found)
     chosen, reason = choose_scale(diameter, target)
-    return ScaleEstimate(chosen, diameter, target / diameter, passes[-1][2], reason, passes,
+    if NATIVE_RANGE[0] <= target / diameter < NATIVE_RANGE[1] and max(H, W) >= MIN_SIDE:
+        if 1.0 not in unsure:
+            run(1.0, max_windows)
+        if unsure[1.0] < NATIVE_SURE * u:  # the model is clearly surer of the image as it is: leave it
+            chosen, reason = 1.0, "native"
+    return ScaleEstimate(chosen, diameter, target / diameter, n_nuclei, reason, passes,
                          time.perf_counter() - start)

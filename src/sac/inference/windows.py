@@ -77,7 +77,8 @@ def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: flo
     Pixels nearer to a negative click than to every positive click leave the mask, so a negative click is never
     inside the result; a positive click the mask misses adds its 8-connected part of the UNet's ``prob > 0.5``
     (``prob float [h, w]`` in [0, 1], None: no map) on the positive clicks' side, or a disc of ``radius`` px where the
-    UNet sees no nucleus, so a positive click is always inside. Why: the single-nucleus head alone honoured few
+    UNet sees no nucleus, so a positive click is always inside. With negative clicks only (a boxed nucleus), a disc
+    of ``radius`` px around each leaves the mask. Why: the single-nucleus head alone honoured few
     correction clicks (docs/results.md), and a click the result ignores is a click that does not count."""
     pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 3)
     h, w = mask.shape
@@ -89,9 +90,10 @@ def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: flo
         return np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y, _ in pts[sel]], axis=0)
 
     pos, neg = pts[:, 2] == 1, pts[:, 2] == 0
-    side = nearest(pos) < nearest(neg) if neg.any() else np.ones((h, w), bool)
-    if not pos.any():
-        side &= nearest(neg) > radius**2
+    if not pos.any():  # negative clicks alone (e.g. on a boxed nucleus): only a disc around each leaves the mask
+        side = nearest(neg) > radius**2
+    else:
+        side = nearest(pos) < nearest(neg) if neg.any() else np.ones((h, w), bool)
     out = mask & side
     for x, y, _ in pts[pos]:
         r, c = min(max(round(y), 0), h - 1), min(max(round(x), 0), w - 1)
