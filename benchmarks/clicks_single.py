@@ -54,10 +54,11 @@ ROWS = {  # row -> (model key, first prompt)
     # correction rounds with the UNet logits (or nothing) as mask input instead of the previous round's logits
     "head-click-refine-unet": ("head", "click-refine-unet"), "head-click-refine-none": ("head", "click-refine-none"),
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
-    # what Editor.add / refine return: the decoded mask made to obey its clicks, then the piece under the clicks
-    "head-click-editor": ("head", "click", "editor"), "head-box-editor": ("head", "box", "editor"),
-    # the same with the decoder's logits averaged with the UNet's (the automatic map) before thresholding
-    "head-click-fused": ("head", "click", "fused"),
+    # what Editor.add / box / refine return: the first decoded mask made to obey its clicks, then the piece under
+    # them; the corrections threshold the mean of the decoder's and the UNet's logits first
+    "head-click-product": ("head", "click", "product"), "head-box-product": ("head", "box", "product"),
+    # ablations: the editor's rule without that mean, and with it from the first click on
+    "head-click-editor": ("head", "click", "editor"), "head-click-fused": ("head", "click", "fused"),
 }
 CLICKS = 5
 REPORT = (1, 2, 3, 5)
@@ -142,8 +143,9 @@ class Windows:
 @torch.inference_mode()
 def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: str | None = None) -> np.ndarray:
     """IoU after each of the CLICKS rounds for every job -> ``float [n_jobs, CLICKS]``. ``post``: None (the
-    decoder's ``logits > 0`` over the window), ``editor`` (as :class:`~sac.inference.editor.Editor`: obey the clicks,
-    keep the piece under them) or ``fused`` (``editor`` on the mean of the decoder's and the UNet's logits)."""
+    decoder's ``logits > 0`` over the window), ``editor`` (obey the clicks, keep the piece under them), ``fused``
+    (``editor`` on the mean of the decoder's and the UNet's logits) or ``product`` (what
+    :class:`~sac.inference.editor.Editor` does: ``editor`` for the first prompt, ``fused`` for corrections)."""
     ious = np.zeros((len(jobs), CLICKS))
     groups: dict = {}
     for j, job in enumerate(jobs):
@@ -183,7 +185,8 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
             for p in active:
                 pred = (prev[p][0, :h, :w] > 0).numpy()
                 if post is not None:
-                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], post, h, w)
+                    rule = post if post != "product" else "editor" if r == 0 else "fused"
+                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w)
                 inter = np.count_nonzero(pred & targets[p])
                 ious[idx[p], r] = inter / (np.count_nonzero(pred) + areas[p] - inter)
                 click = correction_click(pred, targets[p])

@@ -48,7 +48,7 @@ def build_slide(path: Path, rows: int, cols: int, glass: int) -> tuple[int, int]
     canvas = np.full((rows * 1000, (cols + glass) * 1000, 3), 238, np.uint8)
     for k in range(rows * cols):
         r, c = divmod(k, cols)
-        canvas[r * 1000 : (r + 1) * 1000, c * 1000 : (c + 1) * 1000] = iio.imread(files[k])[..., :3]
+        canvas[r * 1000 : (r + 1) * 1000, c * 1000 : (c + 1) * 1000] = iio.imread(files[k % len(files)])[..., :3]
     write_pyramid_tiff(path, canvas, mpp=0.25)
     return canvas.shape[:2]
 

@@ -176,8 +176,9 @@ class Editor:
 
     def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray) -> Edit:
         lg = self._decode(tile, emb, allp, mask_input=mask_input)
+        z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2  # refinements: mean with the UNet
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-        mask = pick_component(self._obeyed(tile, lg, allp), seeds, NEAR / self.windows.f)
+        mask = pick_component(self._obeyed(tile, z, allp), seeds, NEAR / self.windows.f)
         if mask is None:
             return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
         edit = self._put(tile, mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
@@ -329,8 +330,7 @@ class Editor:
 
     # ------------------------------------------------------------------ model
     def _unet_input(self, tile) -> np.ndarray | None:
-        """The UNet's logits of ``tile`` (from the stitched probability) ``float32 [S, S]``: the first-click mask
-        prompt; None for a model without prompt generator."""
+        """The UNet's logits of ``tile`` ``float32 [S, S]`` (the first-click mask prompt; None without a UNet)."""
         prob = self._auto.prompt_prob
         if prob is None:
             return None
