@@ -100,7 +100,7 @@ class ScaleEstimate:
         how = {"given": "given", "diameter": "from --nucleus-diameter", "no training size":
                "the model records no training nucleus size; kept 1", "no prompt UNet":
                "the model has no prompt UNet to estimate with; kept 1", "no nuclei":
-               "no nuclei found by the size estimate; kept 1"}.get(self.reason)
+               "no nuclei of a consistent size found by the size estimate; kept 1"}.get(self.reason)
         if how is None:
             snapped = {"snapped": ", the training size: kept 1",
                        "native": ", but the model is surer at this size: kept 1"}.get(self.reason, "")
