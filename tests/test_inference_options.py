@@ -82,3 +82,13 @@ def test_bad_split_h_is_a_clear_error(value, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--split-h must be in" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kwargs,match", [({"sam": "everywhere"}, "--sam must be one of"),
+                                          ({"sam": "uncertain", "sam_uncertain": 1.5}, "sam_uncertain must be")])
+def test_bad_sam_settings_are_one_line_errors(kwargs, match):
+    from sac.errors import SACError
+
+    with pytest.raises(SACError, match=match) as err:
+        InferenceConfig(**kwargs).validate()
+    assert "\n" not in str(err.value)

@@ -62,7 +62,7 @@ def add_arguments(parser):
     parser.add_argument("--sam", choices=SAM_CHOICES, default=None,
                         help=f"windows the SAM encoder + decoder run on in the automatic pass (default "
                              f"{InferenceConfig.sam}: only where expert points are; 'all' = the paper's method on "
-                             "every window, ~4x slower and no more accurate, docs/segment.md)")
+                             "every window, ~8x slower and no more accurate, docs/segment.md)")
     parser.add_argument("--min-area", type=int, default=None, metavar="PX",
                         help=f"drop nuclei smaller than this (default {InferenceConfig.min_area})")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None, help="compute device (default cpu)")

@@ -133,7 +133,7 @@ class InferenceConfig:
         if self.sam not in SAM_CHOICES:
             raise SACError(f"--sam must be one of {', '.join(SAM_CHOICES)}, got {self.sam!r}")
         if not (0 <= self.sam_uncertain <= 1):
-            raise SACError(f"--sam-uncertain must be in [0, 1], got {self.sam_uncertain}")
+            raise SACError(f"sam_uncertain must be in [0, 1], got {self.sam_uncertain}")
         if self.engine not in ENGINE_CHOICES:
             raise SACError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {self.engine!r}")
         if self.batch < 1:
