@@ -208,7 +208,6 @@ def _diameters(prob: np.ndarray, dist: np.ndarray | None) -> tuple[np.ndarray, n
     return d[~edge[ids]], d
 
 
-@torch.inference_mode()
 def uncertainty(prob: np.ndarray) -> float:
     """Share of the UNet's nucleus-ish pixels (``prob > 0.1``) that it is unsure of (``0.1 < prob < 0.9``), in
     [0, 1] (1.0 when there are none). Low at the sizes the model knows, high on blobs of merged nuclei and on pieces
@@ -218,6 +217,7 @@ def uncertainty(prob: np.ndarray) -> float:
     return 1.0 if n == 0 else float((some & (prob < 0.9)).sum() / n)
 
 
+@torch.inference_mode()
 def measure(prompt_maps: PromptMaps, source, scale: float, *, tile: int = 256, input_size: int = 256,
             max_windows: int = 8) -> tuple[np.ndarray, float]:
     """Equivalent diameters (model pixels, ``float64 [N]``) of the nuclei the UNet finds in at most ``max_windows``

@@ -243,17 +243,10 @@ class Segmenter:
         run = self._needs_sam(prob, experts)
         self.windows_run[0] += len(run)
         self.windows_run[1] += int(run.sum())
-        # Prompts only for the windows SAM runs on (the others would never use them); -1 labels pad the rest.
+        # Automatic prompts only for the windows SAM runs on (the others would never use them).
         cfg = self.prompt_cfg if self.has_unet else dataclasses.replace(self.prompt_cfg, enabled=False)
-        idx = np.flatnonzero(run)
-        coords = np.zeros((len(run), 1, 2), np.float32)
-        labels = np.full((len(run), 1), -1, np.int64)
-        if len(idx):
-            c, lab = select_batch(None if prob is None else prob[idx], cfg, [experts[j][0] for j in idx],
-                                  [experts[j][1] for j in idx], rng, batch_size=len(idx))
-            coords = np.zeros((len(run), *c.shape[1:]), np.float32)
-            labels = np.full((len(run), lab.shape[1]), -1, np.int64)
-            coords[idx], labels[idx] = c, lab
+        coords, labels = select_batch(prob, cfg, [e[0] for e in experts], [e[1] for e in experts], rng,
+                                      batch_size=len(batch), active=run)
         sac_prob = np.array(prob[:, None] if prob is not None else np.zeros((len(batch), 1, 1, 1)), np.float32)[:, 0]
         encode = np.ones_like(run) if embed_all else run
         embs: list = [None] * len(run)
@@ -263,13 +256,12 @@ class Segmenter:
                 embs[j] = emb[k]
         if run.any():
             idx = np.flatnonzero(run)
-            mask_logits, _ = engine.decode(torch.stack([embs[j] for j in idx]), torch.from_numpy(coords[run]),
-                                           torch.from_numpy(labels[run]),
+            mask_logits, _ = engine.decode(torch.stack([embs[j] for j in idx]), torch.from_numpy(coords[idx]),
+                                           torch.from_numpy(labels[idx]),
                                            None if logits is None else logits[torch.from_numpy(idx)])
             sac_prob = np.broadcast_to(sac_prob, (len(batch), *mask_logits.shape[-2:])).copy()
             sac_prob[run] = torch.sigmoid(mask_logits)[:, 0].numpy()
-        prompts = [(c, lab) if r else (c[:0], lab[:0]) for c, lab, r in zip(coords, labels, run, strict=True)]
-        return sac_prob, unet_maps, prompts, embs
+        return sac_prob, unet_maps, list(zip(coords, labels, strict=True)), embs
 
     def _needs_sam(self, prob: np.ndarray | None, experts) -> np.ndarray:
         """``bool [b]``: the windows SAM runs on (``cfg.sam``): every window without a UNet or with ``all``; else

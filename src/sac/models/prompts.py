@@ -133,9 +133,11 @@ def select_batch(
     expert_labels: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     batch_size: int | None = None,
+    active: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompts of a batch: ``prob [B, H, W]`` (or None = no automatic points) + optional expert points
-    ``[B, M, 2]`` / ``[B, M]`` -> padded ``coords float32 [B, N, 2]``, ``labels int64 [B, N]`` (N >= 1)."""
+    ``[B, M, 2]`` / ``[B, M]`` -> padded ``coords float32 [B, N, 2]``, ``labels int64 [B, N]`` (N >= 1).
+    ``active bool [B]``: only those items get automatic points (None: all)."""
     if expert_coords is not None and expert_labels is None:
         raise ValueError("expert points need labels (1 positive, 0 negative, -1 padding)")
     if prob is None and batch_size is None:
@@ -147,7 +149,8 @@ def select_batch(
     empty = (np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
     out = []
     for i in range(b):
-        pts = select_points(prob[i], cfg, rng) if prob is not None and cfg.enabled else empty
+        auto = prob is not None and cfg.enabled and (active is None or active[i])
+        pts = select_points(prob[i], cfg, rng) if auto else empty
         if expert_coords is not None:
             pts = merge_expert_points(*pts, expert_coords[i], expert_labels[i])
         out.append(pts)
