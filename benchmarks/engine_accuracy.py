@@ -26,25 +26,27 @@ MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-57
 SETS = {"monuseg": ("monuseg", "train", MONUSEG_VAL), "dsb": ("dsb2018", "val", None)}
 # name -> (engine, OpenVINO encoder precision, InferenceConfig overrides); all at scale 1. "default" is the shipped
 # settings; the others pin sam / tta so that they mean the same whatever the defaults are.
-_BEFORE = {"sam": "all", "tta": False}  # the automatic path before issue 13: SAM on every window, no flips
+_BEFORE = {"sam": "all", "tta": 1}  # the automatic path before issue 13: SAM on every window, no flips
 VARIANTS = {
     "default": ("auto", "bf16", {}),  # main() sets the engine module's precision
+    "default_tta4": ("auto", "bf16", {"tta": 4}),  # the default before 2 flips (all 4 mirror images)
+    "default_tta1": ("auto", "bf16", {"tta": 1}),
     "torch": ("torch", "f32", _BEFORE),
     "onnxruntime": ("onnxruntime", "f32", _BEFORE),
     "openvino_f32": ("openvino", "f32", _BEFORE),
     "openvino_bf16": ("openvino", "bf16", _BEFORE),
     "openvino_bf16_overlap8": ("openvino", "bf16", {**_BEFORE, "overlap": 8}),
     "openvino_f32_overlap8": ("openvino", "f32", {**_BEFORE, "overlap": 8}),
-    "openvino_f32_tta": ("openvino", "f32", {"sam": "all", "tta": True}),
-    "openvino_f32_sam_nuclei": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.0, "tta": False}),
-    "openvino_f32_sam_u05": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.05, "tta": False}),
-    "openvino_f32_sam_u10": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.10, "tta": False}),
-    "openvino_f32_sam_u15": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.15, "tta": False}),
-    "openvino_f32_sam_u20": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.20, "tta": False}),
-    "openvino_f32_sam_u30": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.30, "tta": False}),
-    "openvino_f32_sam_never": ("openvino", "f32", {"sam": "prompts", "tta": False}),
-    "openvino_f32_sam_never_tta": ("openvino", "f32", {"sam": "prompts", "tta": True}),
-    "openvino_f32_sam_never_tta_overlap8": ("openvino", "f32", {"sam": "prompts", "tta": True, "overlap": 8}),
+    "openvino_f32_tta": ("openvino", "f32", {"sam": "all", "tta": 4}),
+    "openvino_f32_sam_nuclei": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.0, "tta": 1}),
+    "openvino_f32_sam_u05": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.05, "tta": 1}),
+    "openvino_f32_sam_u10": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.10, "tta": 1}),
+    "openvino_f32_sam_u15": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.15, "tta": 1}),
+    "openvino_f32_sam_u20": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.20, "tta": 1}),
+    "openvino_f32_sam_u30": ("openvino", "f32", {"sam": "uncertain", "sam_uncertain": 0.30, "tta": 1}),
+    "openvino_f32_sam_never": ("openvino", "f32", {"sam": "prompts", "tta": 1}),
+    "openvino_f32_sam_never_tta": ("openvino", "f32", {"sam": "prompts", "tta": 4}),
+    "openvino_f32_sam_never_tta_overlap8": ("openvino", "f32", {"sam": "prompts", "tta": 4, "overlap": 8}),
 }
 KEYS = ("dice", "aji", "aji_plus", "pq", "n_images")
 

@@ -63,7 +63,7 @@ def evaluate(model: str, data: Path, split: str, ids: list[str] | None = None, *
              expert: int = 0, select: str | None = None, unet: bool = False, seed: int = 0,
              limit: int | None = None, progress: bool = True, unet_only: bool = False,
              save_maps: Path | None = None, scale: float = 1.0, overlap: int | None = None,
-             tta: bool = False, split_h: float | None = None, expert_mode: str = "edit", sam: str = "all") -> dict:
+             tta: int = 1, split_h: float | None = None, expert_mode: str = "edit", sam: str = "all") -> dict:
     """Score ``model`` on whole images with :func:`sac.inference.evaluate.evaluate_model`; returns
     {"sac": score dict, "unet": score dict (if asked), "fused": score dict (with unet), seconds_per_image, settings}.
 
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--save-maps", type=Path, default=None, help="folder for each image's stitched maps (.npz)")
     ap.add_argument("--scale", type=float, default=1.0, help="as sac segment --scale")
     ap.add_argument("--overlap", type=int, default=None, help="as sac segment --overlap (model pixels)")
-    ap.add_argument("--tta", action="store_true", help="as sac segment --tta")
+    ap.add_argument("--tta", type=int, default=1, choices=(1, 2, 4), help="as sac segment --tta (default 1: off)")
     ap.add_argument("--split-h", type=float, default=None, help="as sac segment --split-h")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -125,7 +125,7 @@ def main() -> None:
     res["wall_seconds"] = round(time.time() - t0, 1)
     res["command"] = "python benchmarks/evaluate_full.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False, True)
-    ) + "".join(f" --{k.replace('_', '-')}" for k in ("unet", "unet_only", "tta") if getattr(args, k))
+    ) + "".join(f" --{k.replace('_', '-')}" for k in ("unet", "unet_only") if getattr(args, k))
     res["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
     atomic_write_text(args.out, json.dumps(res, indent=2, default=float) + "\n")
     for name in ("sac", "unet", "fused"):

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAC_DATA", REPO.parent / "shared" / "data"))
 IMAGE = DATA / "monuseg" / "train" / "images" / "TCGA-21-5784-01Z-00-DX1.png"
-SETTINGS = {"before": {"engine": "torch", "sam": "all", "tta": False, "overlap": 32}, "after": {}}
+SETTINGS = {"before": {"engine": "torch", "sam": "all", "tta": 1, "overlap": 32}, "after": {}}
 
 
 def timed(store: dict, key: str, fn):

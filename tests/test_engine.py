@@ -204,6 +204,7 @@ class ChannelSAC(torch.nn.Module):
         self.image_encoder = torch.nn.Identity()
         self.prompt_generator = torch.nn.Identity()
         self.prompt_generator.out_channels = 1
+        self.prompt_channels = 1
         self.decoded = 0
 
     def prompt_maps(self, images):
@@ -226,7 +227,7 @@ def test_sam_only_where_it_pays(sam, frac, expected_sam):
     image[53:59, 53:59, 1] = 128  # with an uncertain core (p = 0.5): 36 px, far below half of a window
     model = ChannelSAC()
     seg = Segmenter(model, InferenceConfig(engine="torch", scale=1.0, overlap=16, sam=sam, sam_uncertain=frac,
-                                           n_points=1, tta=False))
+                                           n_points=1, tta=1))
     assert len(seg.tiles_for(160, 160)) == 9
     res = seg.segment(image, keep_embeddings=True)
     assert model.decoded == expected_sam == seg.windows_run[1] and seg.windows_run[0] == 9

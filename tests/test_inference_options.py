@@ -36,13 +36,25 @@ def test_tta_makes_the_prompt_maps_equivariant_under_flips(model, axis):
         res = Segmenter(model, cfg).segment(img)
         return np.stack([res.prompt_prob, res.distance])
 
-    plain, plain_f = maps(InferenceConfig(tta=False), image), maps(InferenceConfig(tta=False), flipped)
-    tta, tta_f = maps(InferenceConfig(tta=True), image), maps(InferenceConfig(tta=True), flipped)
+    plain, plain_f = maps(InferenceConfig(tta=1), image), maps(InferenceConfig(tta=1), flipped)
+    tta, tta_f = maps(InferenceConfig(tta=4), image), maps(InferenceConfig(tta=4), flipped)
     # without TTA a random UNet is visibly not equivariant; with it, flipping the input flips the output
     assert np.abs(np.flip(plain, axis + 1) - plain_f).max() > 1e-3
     np.testing.assert_allclose(np.flip(tta, axis + 1), tta_f, atol=1e-5)
     assert np.abs(tta - plain).max() > 1e-3  # the averaged maps are not the single pass's
-    assert Segmenter(model, InferenceConfig()).settings()["tta"] is True  # on by default
+    assert Segmenter(model, InferenceConfig()).settings()["tta"] == 2  # on by default, the tile and its mirror
+    # two flips (the tile and its left-right mirror) make the maps equivariant under that flip only
+    two, two_f = maps(InferenceConfig(tta=2), image), maps(InferenceConfig(tta=2), flipped)
+    if axis == 1:
+        np.testing.assert_allclose(np.flip(two, axis + 1), two_f, atol=1e-5)
+    else:
+        assert np.abs(np.flip(two, axis + 1) - two_f).max() > 1e-3
+
+
+@pytest.mark.parametrize("bad", [0, 3, True, "4"])
+def test_tta_takes_a_number_of_mirror_images(bad):
+    with pytest.raises(SACError, match="--tta must be one of 1, 2, 4"):
+        InferenceConfig(tta=bad).validate()
 
 
 def test_split_h_reaches_the_watershed_only_with_a_distance_map(model, monkeypatch):

@@ -29,6 +29,7 @@ class IdentitySAC(nn.Module):
         self.image_encoder = nn.Identity()
         self.prompt_generator = nn.Identity()
         self.prompt_generator.out_channels = 1  # no distance head
+        self.prompt_channels = 1
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
 
     def prompt_logits(self, images):
@@ -84,7 +85,7 @@ def test_weight_window_ramps_and_is_flat_inside():
 def test_stitch_gives_identity_back(shape, overlap):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
-    seg = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=False, overlap=overlap, instances="components"))
+    seg = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=1, overlap=overlap, instances="components"))
     res = seg.segment(image)
     np.testing.assert_allclose(res.prob, image[..., 0] / 255.0, atol=1e-5)
     np.testing.assert_allclose(res.prompt_prob, np.clip(image[..., 1] / 255.0, 1e-4, 1 - 1e-4), atol=1e-5)
@@ -99,7 +100,7 @@ def test_stitch_with_scale_is_close_to_identity():
     yy, xx = np.mgrid[0:300, 0:220]
     red = (127 + 120 * np.sin(xx / 15.0) * np.cos(yy / 11.0)).astype(np.uint8)  # smooth: survives resampling
     image = np.stack([red, red, red], axis=2)
-    res = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=False, scale=0.5, overlap=8)).segment(image)
+    res = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=1, scale=0.5, overlap=8)).segment(image)
     assert res.prob.shape == (300, 220)
     assert np.abs(res.prob - red / 255.0)[4:-4, 4:-4].mean() < 0.02
 
@@ -107,7 +108,7 @@ def test_stitch_with_scale_is_close_to_identity():
 def test_expert_points_go_to_the_tiles_that_contain_them():
     model = IdentitySAC(64, n_points=0)
     image = np.full((100, 100, 3), 128, np.uint8)
-    seg = Segmenter(model, InferenceConfig(sam="all", tta=False, overlap=8, n_points=0))
+    seg = Segmenter(model, InferenceConfig(sam="all", tta=1, overlap=8, n_points=0))
     pts = np.array([[10.0, 12.0, 1], [99.0, 99.0, 0]], np.float32)  # top-left tile only / bottom-right only
     seg.segment(image, expert_points=pts)
     tiles = seg.tiles_for(100, 100)
@@ -126,7 +127,7 @@ def test_n_points_override_changes_prompt_count():
     model = IdentitySAC(64, n_points=2)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
-    Segmenter(model, InferenceConfig(sam="all", tta=False, n_points=5, select="random")).segment(image)
+    Segmenter(model, InferenceConfig(sam="all", tta=1, n_points=5, select="random")).segment(image)
     coords, labels = model.calls[-1]
     assert (labels == 1).sum() == 5 and (labels == 0).sum() == 5
 
@@ -179,7 +180,7 @@ def test_inference_encoder_matches_on_litemedsam():
 def test_tile_smaller_than_the_model_input_is_padded_and_exact():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, size=(90, 70, 3), dtype=np.uint8)
-    seg = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=False, tile=40, overlap=6))
+    seg = Segmenter(IdentitySAC(64), InferenceConfig(sam="all", tta=1, tile=40, overlap=6))
     res = seg.segment(image)
     assert seg.window() == (40, 6) and res.tiles == len(make_tiles(90, 70, 40, 6))
     np.testing.assert_allclose(res.prob, image[..., 0] / 255.0, atol=1e-5)
@@ -193,7 +194,7 @@ def test_by_default_sam_runs_only_where_expert_points_are():
     model = IdentitySAC(64, n_points=0)
     image = np.zeros((100, 100, 3), np.uint8)
     image[..., 0], image[..., 1] = 200, 40  # SAM (red) would say nucleus, the UNet (green) background
-    seg = Segmenter(model, InferenceConfig(overlap=8, tta=False))
+    seg = Segmenter(model, InferenceConfig(overlap=8, tta=1))
     res = seg.segment(image)
     assert model.calls == [] and seg.windows_run == [4, 0]
     np.testing.assert_allclose(res.prob, 40 / 255, atol=1e-4)  # the UNet's map is the result

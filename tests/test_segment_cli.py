@@ -95,6 +95,38 @@ def test_batch_with_bad_inputs_keeps_going(tiny_model, ihc_crop, tmp_path, capsy
     assert list(summary.columns) == ["image", "nuclei", "mean_area", "scale", "seconds", "status"]
 
 
+def test_failure_while_writing_one_image_removes_its_outputs_only(tiny_model, ihc_crop, tmp_path, capsys,
+                                                                  monkeypatch):
+    """Outputs are written on a second thread while the next image runs: a write error of one image (here its
+    GeoJSON, after its mask and labels) is its own one-line error, its files are removed, the others are complete
+    and the rows stay in input order."""
+    from sac.inference import writers
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        (src / f"{name}.png").write_bytes(ihc_crop.read_bytes())
+    real = writers.write_geojson
+
+    def failing(path, *args, **kwargs):
+        if Path(path).name.startswith("b"):
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(writers, "write_geojson", failing)
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--model", str(tiny_model), "--scale", "1"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "b.png" in err[0] and "No space left" in err[0]
+    produced = sorted(p.name for p in out.iterdir())
+    per_image = ["{}.geojson", "{}_labels.tif", "{}_mask.png", "{}_nuclei.csv", "{}_overlay.png"]
+    assert produced == sorted([f.format(s) for s in ("a", "c") for f in per_image] + ["summary.csv"])
+    summary = pd.read_csv(out / "summary.csv")
+    assert [Path(p).name for p in summary["image"]] == ["a.png", "b.png", "c.png"]
+    assert list(summary["status"] == "ok") == [True, False, True]
+    assert summary["nuclei"][0] == summary["nuclei"][2] > 0
+
+
 def test_odd_image_files_are_read_or_clear_errors(tiny_model, ihc_crop, tmp_path, capsys):
     """Palette PNG (expanded to RGB) and multi-page TIFF (its first page) are segmented as what they show; a
     corrupt BMP and a 5-channel TIFF are one-line errors; exit code 2 at the end, the good files written."""

@@ -112,17 +112,11 @@ def read_model_config(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike | None = None, device="cpu"):
-    """Rebuild a saved SAC model (eval mode) from its folder.
-
-    ``litemedsam`` uses the packaged weights; ``vit_*`` models need ``sam_checkpoint``, the exact file they were
-    trained on (its SHA-256 is checked). Missing/unexpected/misshaped tensors raise :class:`SACError`.
-    The parsed config.json is attached as ``model.model_info``.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from sac.backbones import build_sac, file_sha256, state_dict_mismatch
+def _checked(path, sam_checkpoint) -> tuple[Path, dict[str, Any], Any, dict[str, Any]]:
+    """Everything :func:`load_model_file` checks before building: -> (folder, config.json dict, SACConfig, keyword
+    arguments of :func:`sac.backbones.build_sac`). Raises :class:`SACError` for a broken folder or a wrong
+    ``sam_checkpoint``."""
+    from sac.backbones import file_sha256
     from sac.models.config import SACConfig, from_dict
 
     folder = model_folder(path)
@@ -137,24 +131,42 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     spec = _spec(cfg.backbone)
     want = meta.get("backbone_sha256")
     if meta.get("includes_backbone"):
-        build = {"pretrained": False}
-    elif spec.weights == "package":
+        return folder, meta, cfg, {"pretrained": False}
+    if spec.weights == "package":
         if sam_checkpoint is not None:
             raise SACError(f"model {folder} uses the packaged {spec.name} weights; do not pass --sam-checkpoint")
-        build = {}
-    else:
-        name = meta.get("backbone_file") or spec.weights_file
-        needed = f"{name} (sha256 {want})" if name else f"the checkpoint file with sha256 {want}"
-        if sam_checkpoint is None:
-            raise SACError(
-                f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH"
-            )
-        if not Path(sam_checkpoint).is_file():
-            raise SACError(f"--sam-checkpoint {sam_checkpoint} not found; model {folder} needs {needed}")
-        got = file_sha256(sam_checkpoint)
-        if got != want:
-            raise SACError(f"--sam-checkpoint {sam_checkpoint} has sha256 {got}; model {folder} needs {needed}")
-        build = {"sam_checkpoint": sam_checkpoint}
+        return folder, meta, cfg, {}
+    name = meta.get("backbone_file") or spec.weights_file
+    needed = f"{name} (sha256 {want})" if name else f"the checkpoint file with sha256 {want}"
+    if sam_checkpoint is None:
+        raise SACError(f"model {folder} needs the {spec.name} backbone weights {needed}: pass --sam-checkpoint PATH")
+    if not Path(sam_checkpoint).is_file():
+        raise SACError(f"--sam-checkpoint {sam_checkpoint} not found; model {folder} needs {needed}")
+    got = file_sha256(sam_checkpoint)
+    if got != want:
+        raise SACError(f"--sam-checkpoint {sam_checkpoint} has sha256 {got}; model {folder} needs {needed}")
+    return folder, meta, cfg, {"sam_checkpoint": sam_checkpoint}
+
+
+def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike | None = None, device="cpu"):
+    """Rebuild a saved SAC model (eval mode) from its folder.
+
+    ``litemedsam`` uses the packaged weights; ``vit_*`` models need ``sam_checkpoint``, the exact file they were
+    trained on (its SHA-256 is checked). Missing/unexpected/misshaped tensors raise :class:`SACError`.
+    The parsed config.json is attached as ``model.model_info``.
+    """
+    return _build(*_checked(path, sam_checkpoint)).to(device).eval()
+
+
+def _build(folder: Path, meta: dict[str, Any], cfg, build: dict[str, Any]):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from sac.backbones import build_sac, state_dict_mismatch
+
+    spec = _spec(cfg.backbone)
+    want = meta.get("backbone_sha256")
+    weights = folder / WEIGHTS_NAME
     try:
         model = build_sac(cfg, **build)
     except ValueError as exc:  # an architecture the modules reject (e.g. UNet channels vs strides)
@@ -173,4 +185,54 @@ def load_model_file(path: str | os.PathLike, sam_checkpoint: str | os.PathLike |
     # strictness checked above against the trained subset; copy_ casts float16-stored tensors back to float32
     model.load_state_dict(tensors, strict=False)
     model.model_info = meta
-    return model.to(device).eval()
+    return model.eval()
+
+
+class ModelHandle:
+    """A saved model whose torch module is built on first use, on the CPU.
+
+    Building imports MONAI, timm and torchvision (~3 s of a ``sac segment`` process); a compiled inference engine
+    whose cache entry is valid needs none of it (docs/engines.md). Before the build the handle has what inference
+    asks first: ``cfg`` (:class:`~sac.models.config.SACConfig`), ``input_size``, ``prompt_channels`` (UNet output
+    channels, 0 without one), ``model_info`` and ``identity`` (SHA-256 over the config and the SHA-256s of the
+    weights file and the backbone weights: the engine cache key). Any other attribute is the built module's
+    (:meth:`build`, a :class:`~sac.models.sac.SAC` in eval mode). Every check of :func:`load_model_file` that
+    does not need the module runs at creation, so a broken folder fails at once.
+    """
+
+    def __init__(self, path: str | os.PathLike, sam_checkpoint: str | os.PathLike | None = None):
+        self._args = _checked(path, sam_checkpoint)
+        self._module = None
+        folder, meta, cfg, _ = self._args
+        self.cfg = cfg
+        self.model_info = meta
+        self.input_size = int(_spec(cfg.backbone).input_size)
+        self.prompt_channels = (2 if cfg.unet.distance_head else 1) if cfg.prompts.enabled else 0
+        key = {k: meta.get(k) for k in ("config", "weights_sha256", "backbone_sha256", "includes_backbone")}
+        self.identity = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+    def build(self):
+        """The :class:`~sac.models.sac.SAC` module (built once)."""
+        if self._module is None:
+            self._module = _build(*self._args)
+        return self._module
+
+    @property
+    def built(self) -> bool:
+        return self._module is not None
+
+    def to(self, device):
+        """The handle itself on the CPU (nothing to move yet); else the built module moved to ``device``."""
+        if self._module is None and str(device).split(":")[0] == "cpu":
+            return self
+        return self.build().to(device)
+
+    def eval(self):
+        if self._module is not None:
+            self._module.eval()
+        return self
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # never build for dunder / private lookups (copy, pickle, hasattr probes)
+            raise AttributeError(name)
+        return getattr(self.build(), name)

@@ -6,13 +6,13 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
-import argparse
 
 from sac.inference.config import (
     DEVICE_CHOICES,
     ENGINE_CHOICES,
     SAM_CHOICES,
     SELECT_CHOICES,
+    TTA_CHOICES,
     InferenceConfig,
     diameter_arg,
     scale_arg,
@@ -48,9 +48,10 @@ def add_arguments(parser):
                    help="typical nucleus diameter of the images in pixels: sets the scale instead of the estimate")
     m.add_argument("--split-h", type=float, default=None, metavar="H",
                    help=f"watershed marker height on a distance head's map (default {DISTANCE_H}; lower splits more)")
-    m.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"average the prompt UNet's maps over 4 flips of each tile (default "
-                        f"{'on' if InferenceConfig.tta else 'off'})")
+    m.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None, metavar="N",
+                   help="flip test-time augmentation: average the prompt UNet's maps over N mirror images "
+                        f"of each tile ({', '.join(map(str, TTA_CHOICES))}; 1 = off; default {InferenceConfig.tta})")
+    m.add_argument("--no-tta", dest="tta", action="store_const", const=1, help="same as --tta 1")
     m.add_argument("--sam", choices=SAM_CHOICES, default=None,
                    help=f"where the SAM encoder + decoder run on (default {InferenceConfig.sam}; all = every window)")
     m.add_argument("--seed", type=int, default=None, help="random seed (random selection, expert points)")

@@ -1,6 +1,5 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
-import argparse
 
 from sac.inference.config import (
     DEVICE_CHOICES,
@@ -8,6 +7,7 @@ from sac.inference.config import (
     INSTANCE_CHOICES,
     SAM_CHOICES,
     SELECT_CHOICES,
+    TTA_CHOICES,
     InferenceConfig,
     diameter_arg,
     scale_arg,
@@ -56,9 +56,11 @@ def add_arguments(parser):
     parser.add_argument("--split-h", type=float, default=None, metavar="H",
                         help="watershed marker height on the distance head's map, in (0, 1): lower splits touching "
                              f"nuclei more (default {DISTANCE_H}; 0.1 suited dense H&E, 0.2 large fluorescent nuclei)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"flip test-time augmentation of the prompt UNet (4 flips per tile; default "
-                             f"{'on' if InferenceConfig.tta else 'off'})")
+    parser.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None, metavar="N",
+                        help="flip test-time augmentation: average the prompt UNet's maps over N mirror images "
+                             f"of each tile ({', '.join(map(str, TTA_CHOICES))}; 1 = off; "
+                             f"default {InferenceConfig.tta})")
+    parser.add_argument("--no-tta", dest="tta", action="store_const", const=1, help="same as --tta 1")
     parser.add_argument("--sam", choices=SAM_CHOICES, default=None,
                         help=f"windows the SAM encoder + decoder run on in the automatic pass (default "
                              f"{InferenceConfig.sam}: only where expert points are; 'all' = the paper's method on "
@@ -100,8 +102,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    import functools
     import sys
     import time
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from sac.errors import SACError
@@ -135,7 +139,7 @@ def run(args) -> int:
 
     from sac.inference.api import load_model
     from sac.inference.distributed import segment_blocks_file
-    from sac.inference.files import segment_file
+    from sac.inference.files import start_file
     from sac.inference.slide import is_slide
     from sac.inference.writers import write_summary
 
@@ -143,20 +147,33 @@ def run(args) -> int:
     model = load_model(args.model, device=args.device or "cpu", sam_checkpoint=args.sam_checkpoint)
     segmenter = model.segmenter(cfg)
     out = Path(args.out)
-    rows, failed = [], len(problems)
-    bar = tqdm(images, desc="images", unit="img", disable=None, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name)
-        if slide_opts.workers or slide_opts.scheduler or is_slide(path):
-            row = segment_blocks_file(path, args.model, segmenter, slide_opts, out, formats, points)
-        else:
-            row = segment_file(segmenter, path, out, formats, points)
+    rows: list[dict] = []
+
+    def report(row: dict) -> None:
         if row["status"] != "ok":
-            failed += 1
             tqdm.write(f"error: {row['status']}", file=sys.stderr)
         elif row.get("scale_info"):
-            tqdm.write(f"{path.name}: {row['nuclei']} nuclei, {row['scale_info']}")
+            tqdm.write(f"{Path(row['image']).name}: {row['nuclei']} nuclei, {row['scale_info']}")
         rows.append(row)
+
+    bar = tqdm(images, desc="images", unit="img", disable=None, file=sys.stderr)
+    # One image's nuclei and outputs are made on a second thread while the model runs on the next (at most one
+    # pending, so memory holds two images): see sac.inference.files.start_file.
+    with ThreadPoolExecutor(1, thread_name_prefix="sac-finish") as pool:
+        pending = None
+        for path in bar:
+            bar.set_postfix_str(path.name)
+            if slide_opts.workers or slide_opts.scheduler or is_slide(path):
+                row = segment_blocks_file(path, args.model, segmenter, slide_opts, out, formats, points)
+                finish = functools.partial(dict, row)
+            else:
+                finish = start_file(segmenter, path, out, formats, points)
+            if pending is not None:
+                report(pending.result())
+            pending = pool.submit(finish)
+        if pending is not None:
+            report(pending.result())
+    failed = len(problems) + sum(r["status"] != "ok" for r in rows)
     if len(images) > 1:
         write_summary(out / "summary.csv", rows)
     ok = [r for r in rows if r["status"] == "ok"]

@@ -43,7 +43,8 @@ def find_model_dir(path: str | os.PathLike) -> Path:
 
 
 def build_model(name_or_path: str | os.PathLike, sam_checkpoint: str | os.PathLike | None = None):
-    """Resolve ``name_or_path`` (see module docstring) -> ``(SAC module, description dict)``."""
+    """Resolve ``name_or_path`` (see module docstring) -> ``(model, description dict)``: a model folder gives a
+    :class:`~sac.modelfile.ModelHandle` (checked now, its torch module built on first use), ``sam`` a SAC."""
     name = str(name_or_path)
     if name == "sam" or name.startswith("sam:"):
         from sac.backbones import build_sac
@@ -53,7 +54,7 @@ def build_model(name_or_path: str | os.PathLike, sam_checkpoint: str | os.PathLi
         cfg = SACConfig(backbone=backbone, lora=LoraConfig(enabled=False), prompts=PromptConfig(enabled=False))
         model = build_sac(cfg, sam_checkpoint=sam_checkpoint)
         return model, {"model": name, "backbone": backbone, "kind": "zero-shot SAM (expert points only)"}
-    from sac.modelfile import load_model_file
+    from sac.modelfile import ModelHandle
 
     if name == "default":
         folder = default_model_dir()
@@ -64,8 +65,8 @@ def build_model(name_or_path: str | os.PathLike, sam_checkpoint: str | os.PathLi
             )
     else:
         folder = find_model_dir(name)
-    model = load_model_file(folder, sam_checkpoint=sam_checkpoint)
-    return model, {"model": name, "folder": str(folder), "backbone": getattr(model, "backbone_name", None)}
+    handle = ModelHandle(folder, sam_checkpoint=sam_checkpoint)
+    return handle, {"model": name, "folder": str(folder), "backbone": handle.cfg.backbone}
 
 
 class SACModel:
@@ -73,9 +74,14 @@ class SACModel:
     :class:`~sac.inference.segmenter.SegmentationResult` (``.mask``, ``.labels``, ``.prompts``, ``.table``)."""
 
     def __init__(self, module, info: dict, device: str = "cpu"):
-        self.module = module
+        self.runnable = module  # a SAC, or a ModelHandle that builds one on first use (what Segmenter takes)
         self.info = info
         self.device = device
+
+    @property
+    def module(self):
+        """The torch :class:`~sac.models.sac.SAC` module (built now if it was not yet)."""
+        return self.runnable.build() if hasattr(self.runnable, "build") else self.runnable
 
     def __repr__(self) -> str:
         return f"SACModel({self.info.get('model')!r}, backbone={self.info.get('backbone')!r}, device={self.device!r})"
@@ -83,7 +89,7 @@ class SACModel:
     def segmenter(self, cfg: InferenceConfig | None = None):
         from sac.inference.segmenter import Segmenter
 
-        return Segmenter(self.module, cfg or InferenceConfig(), device=self.device)
+        return Segmenter(self.runnable, cfg or InferenceConfig(), device=self.device)
 
     def segment(self, image, points=None, **settings):
         """Segment ``image`` (a path, or an array ``[H, W]`` / ``[H, W, 3|4]`` of uint8/uint16/float).

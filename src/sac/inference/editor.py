@@ -62,7 +62,7 @@ class Editor:
     """
 
     def __init__(self, model, image, cfg=None, *, on_tile=None, embed: bool = True):
-        module, device = getattr(model, "module", model), getattr(model, "device", "cpu")
+        module, device = getattr(model, "runnable", model), getattr(model, "device", "cpu")
         self._start(Segmenter(module, cfg, device=device), image, on_tile, embed)
 
     @classmethod

@@ -33,6 +33,7 @@ from sac.errors import SACError
 from sac.inference import engine_cache
 from sac.inference.config import ENGINE_CHOICES
 from sac.inference.export import DecoderGraph, EncoderGraph, UNetGraph, prepare_mask_prompt, reference_tile
+from sac.modelfile import ModelHandle
 from sac.models.sac import SAC
 
 ENGINES = tuple(c for c in ENGINE_CHOICES if c != "auto")
@@ -319,18 +320,19 @@ def _compiled(model, name: str, precision: str) -> Engine:
     precisions = {"encoder": precision, "unet": UNET_PRECISION} if name == "openvino" else {}
     settings = {"engine": name, "runtime": getattr(package, "__version__", "?"), "torch": torch.__version__,
                 "export": EXPORT_VERSION, "precision": precision, "unet_precision": precisions.get("unet", "f32"),
-                "model": engine_cache.model_hash(model)}
+                "model": model.identity if isinstance(model, ModelHandle) else engine_cache.model_hash(model)}
     folder = engine_cache.cache_dir() / "engines" / f"{name}-{engine_cache.entry_key(settings)}"
     export, load = BACKENDS[name]
-    stages = ["encoder", "decoder"] + (["unet"] if model.prompt_generator is not None else [])
+    stages = ["encoder", "decoder"] + (["unet"] if model.prompt_channels else [])
     meta = engine_cache.load_entry(folder)
     if meta is None:
         tmp = engine_cache.new_entry(folder)
+        module = model.build() if isinstance(model, ModelHandle) else model
         try:
-            ex = _graph_inputs(model)
-            export(model, ex, tmp)
+            ex = _graph_inputs(module)
+            export(module, ex, tmp)
             engine_cache.EXPORTS[name] += 1
-            ok, summary = check(CompiledEngine(model, load(tmp, stages, precisions), name), ex, precisions)
+            ok, summary = check(CompiledEngine(module, load(tmp, stages, precisions), name), ex, precisions)
         except SACError:  # a package is missing: nothing to cache
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -360,7 +362,7 @@ def make_engine(model, name: str = "auto", device: torch.device | str = "cpu", *
         raise SACError(f"--engine must be one of auto, {', '.join(ENGINES)}; got {name!r}")
     if precision not in TOLERANCE:
         raise SACError(f"engine precision must be one of {', '.join(TOLERANCE)}; got {precision!r}")
-    if name == "torch" or device.type != "cpu" or (name == "auto" and not isinstance(model, SAC)):
+    if name == "torch" or device.type != "cpu" or (name == "auto" and not isinstance(model, SAC | ModelHandle)):
         return Engine(model, device)
     if name != "auto":
         return _compiled(model, name, precision)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+from collections.abc import Callable
 from pathlib import Path
 
 from sac.data.io import IMAGE_SUFFIXES, SLIDE_SUFFIXES
@@ -57,12 +59,18 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
     the one-line error naming the file. On failure, outputs already written for this image are removed, so no
     incomplete set of files is left behind.
     """
+    return start_file(segmenter, path, out_dir, formats, points, on_tile)()
+
+
+def start_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_tile=None) -> Callable[[], dict]:
+    """:func:`segment_file` in two stages: this call runs the model (read, scale, maps); the returned function
+    makes the nuclei, writes the outputs and returns the row. The second stage calls no model, so `sac segment`
+    runs it on a second thread while the model works on the next image (the CPU's second core is otherwise idle
+    during post-processing: docs/segment.md)."""
     from sac.inference.experts import points_for
     from sac.inference.reader import open_image
-    from sac.inference.writers import write_outputs
 
     row = {"image": str(path), "nuclei": 0, "mean_area": "", "scale": "", "seconds": "", "status": "ok"}
-    written: list[Path] = []
     source = None
     try:
         source = open_image(path)
@@ -79,27 +87,46 @@ def segment_file(segmenter, path: Path, out_dir: Path, formats, points=None, on_
                    disable=None)
         with bar:
             if pts is None:
-                result = segmenter.segment(source, on_tile=on_tile or bar.update)
+                result = segmenter.segment_maps(source, on_tile=on_tile or bar.update)
             else:  # expert points are clicks on the automatic result (docs/segment.md)
                 from sac.inference.experts import segment_with_points
 
                 result = segment_with_points(segmenter, source, pts, on_tile=on_tile or bar.update)
-        write_outputs(result, out_dir, path.stem, formats, written=written)
+    except (SACError, OSError) as exc:
+        return functools.partial(_failed, row, exc, path, [])
+    finally:
+        if source is not None:
+            source.close()
+
+    def complete() -> dict:
+        from sac.inference.writers import write_outputs
+
+        written: list[Path] = []
+        try:
+            if result.labels is None:
+                segmenter.finish(result)
+            write_outputs(result, out_dir, path.stem, formats, written=written)
+        except (SACError, OSError) as exc:
+            return _failed(row, exc, path, written)
         # result.seconds starts after the estimate above: add it so the row is the whole time of the image
         row.update(nuclei=result.n_nuclei, seconds=round(result.seconds + estimate.seconds, 2), scale=round(scale, 4),
                    scale_info=estimate.describe())
         if result.n_nuclei:
             row["mean_area"] = round(float(result.mask.sum()) / result.n_nuclei, 1)
-    except SACError as exc:
+        return row
+
+    return complete
+
+
+def _failed(row: dict, exc: Exception, path: Path, written: list[Path]) -> dict:
+    """``row`` with the one-line error of ``exc`` (SACError, or an OSError such as an unwritable output folder or a
+    full disk) as its status; the outputs already ``written`` for this image are removed."""
+    if isinstance(exc, SACError):
         row["status"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-    except OSError as exc:  # e.g. the output folder is not writable or the disk is full
+    else:
         row["status"] = f"{path}: {type(exc).__name__}: {exc}"
-    finally:
-        if source is not None:
-            source.close()
-    if row["status"] != "ok":
-        row["status"] = row["status"].splitlines()[0].strip()  # one line: decoders' messages can be multi-line
-        for p in written:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    row["status"] = row["status"].splitlines()[0].strip()  # one line: decoders' messages can be multi-line
+    for p in written:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
     return row

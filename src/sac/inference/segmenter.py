@@ -23,15 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sac.inference.config import InferenceConfig
+from sac.inference.config import TTA_FLIPS, InferenceConfig
 from sac.inference.reader import ArraySource
 from sac.inference.tiling import Stitcher, Tile, make_tiles, weight_window
 from sac.models.prompts import select_batch
 from sac.postprocess.instances import make_instances
-
-# Flip test-time augmentation (InferenceConfig.tta): dims of [b, c, S, S] flipped; () = the tile itself
-# (flip(()) is the identity).
-TTA_FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
 @dataclass
@@ -45,6 +41,7 @@ class SegmentationResult:
     image pixels, label 1 positive / 0 negative; ``image uint8 [H, W, 3]`` the input; ``seconds`` wall time;
     ``tiles`` number of model windows; ``embeddings`` (with ``segment(keep_embeddings=True)``) the image encoder's
     ``float16 [256, h, w]`` per tile where SAM ran, keyed by the tile (``Segmenter.tiles_for``).
+    ``seeds float32 [M, 2]`` (x, y) the positive expert points, extra watershed seeds (None without).
     ``table`` (pandas DataFrame, one row per nucleus) is computed on first use.
     """
 
@@ -59,6 +56,7 @@ class SegmentationResult:
     settings: dict = field(default_factory=dict)
     distance: np.ndarray | None = None
     embeddings: dict[Tile, torch.Tensor] | None = None
+    seeds: np.ndarray | None = None
 
     @property
     def n_nuclei(self) -> int:
@@ -121,8 +119,9 @@ class Segmenter:
             n_points=prompts.n_points if self.cfg.n_points is None else self.cfg.n_points,
             select=prompts.select if self.cfg.select is None else self.cfg.select,
         )
-        self.has_unet = model.prompt_generator is not None and prompts.enabled
-        self.has_distance = self.has_unet and model.prompt_generator.out_channels > 1
+        # prompt_channels, not prompt_generator: a ModelHandle answers it without building the torch module.
+        self.has_unet = model.prompt_channels > 0 and prompts.enabled
+        self.has_distance = self.has_unet and model.prompt_channels > 1
         self.windows_run = [0, 0]  # windows segmented so far, of which SAM ran on (cfg.sam)
 
     # ------------------------------------------------------------------ geometry
@@ -213,17 +212,18 @@ class Segmenter:
         return xy.astype(np.float32), points[inside, 2].astype(np.int64)
 
     def _prompt_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """UNet logits ``[b, 1, S, S]`` (and distance logits or None), averaged over the 4 mirror images of
-        ``batch`` with ``cfg.tta``: each flip is undone on the output before averaging, so the result is exactly
-        equivariant under those flips."""
-        if not self.cfg.tta:
+        """UNet logits ``[b, 1, S, S]`` (and distance logits or None), averaged over the ``cfg.tta`` mirror images
+        of ``batch`` (:data:`~sac.inference.config.TTA_FLIPS`): each flip is undone on the output before averaging,
+        so the result is exactly equivariant under those flips."""
+        flips = TTA_FLIPS[self.cfg.tta]
+        if len(flips) == 1:
             return self.engine.prompt_maps(batch)
-        outs = [self.engine.prompt_maps(batch.flip(dims)) for dims in TTA_FLIPS]
+        outs = [self.engine.prompt_maps(batch.flip(dims)) for dims in flips]
 
         def mean(k: int) -> torch.Tensor | None:
             if outs[0][k] is None:
                 return None
-            return torch.stack([o[k].flip(dims) for o, dims in zip(outs, TTA_FLIPS, strict=True)]).mean(0)
+            return torch.stack([o[k].flip(dims) for o, dims in zip(outs, flips, strict=True)]).mean(0)
 
         return mean(0), mean(1)
 
@@ -296,7 +296,12 @@ class Segmenter:
                               distance=split_map, h=None if split_map is None else self.cfg.split_h)
 
     # ------------------------------------------------------------------ whole image
-    def segment(
+    def segment(self, image, expert_points: np.ndarray | None = None, on_tile: Callable[[int], None] | None = None,
+                keep_embeddings: bool = False, embed_all: bool = False) -> SegmentationResult:
+        """:meth:`segment_maps` then :meth:`finish`: the whole segmentation of one image."""
+        return self.finish(self.segment_maps(image, expert_points, on_tile, keep_embeddings, embed_all))
+
+    def segment_maps(
         self,
         image,
         expert_points: np.ndarray | None = None,
@@ -304,14 +309,16 @@ class Segmenter:
         keep_embeddings: bool = False,
         embed_all: bool = False,
     ) -> SegmentationResult:
-        """Segment ``image`` (``uint8/uint16/float [H, W(, C)]`` array or a :mod:`~sac.inference.reader` source).
+        """The model's maps of ``image`` (``uint8/uint16/float [H, W(, C)]`` array or a
+        :mod:`~sac.inference.reader` source).
 
         ``expert_points float [M, 3]`` (x, y, label) in image pixels are merged into the prompts of every tile
         that contains them (a point in an overlap is used by each of those tiles). ``on_tile(n)`` is called
         after each batch of ``n`` tiles (progress bars). ``keep_embeddings`` keeps each tile's image embedding
         (``result.embeddings``, float16: 2 MB per 1024 px ViT tile, 128 kB per 256 px LiteMedSAM tile) of the
         windows SAM ran on (``cfg.sam``), or of every window with ``embed_all`` (the encoder then runs everywhere).
-        Raises :class:`SACError` for points outside the image.
+        Raises :class:`SACError` for points outside the image. ``labels`` is None (and ``mask`` the thresholded
+        map) until :meth:`finish` makes the nuclei.
         """
         from sac.inference.experts import check_points
 
@@ -346,24 +353,27 @@ class Segmenter:
             if on_tile is not None:
                 on_tile(len(chunk))
         maps = stitcher.result()
-        prob = maps[0]
-        mask = prob > self.cfg.threshold
-        positives = None
         prompts_all = np.concatenate(used) if used else np.zeros((0, 3), np.float32)
-        if points is not None:
-            positives = points[points[:, 2] == 1, :2]
-        distance = maps[2] if self.has_distance else None
-        labels = self.instances(mask, prob, distance, points=positives)
         return SegmentationResult(
-            mask=labels > 0,
-            labels=labels,
-            prob=prob,
+            mask=maps[0] > self.cfg.threshold,
+            labels=None,
+            prob=maps[0],
             prompt_prob=maps[1] if self.has_unet else None,
-            distance=distance,
+            distance=maps[2] if self.has_distance else None,
             prompts=prompts_all.reshape(-1, 3),
             image=source.full(),
             seconds=time.perf_counter() - start,
             tiles=len(tiles),
             settings=self.settings(scale),
             embeddings=embeddings,
+            seeds=None if points is None else points[points[:, 2] == 1, :2],
         )
+
+    def finish(self, result: SegmentationResult) -> SegmentationResult:
+        """The nuclei of a :meth:`segment_maps` result (``labels``, and ``mask`` = ``labels > 0``), in place. No
+        model call: `sac segment` runs it on a second thread while the next image's maps are computed."""
+        start = time.perf_counter()
+        result.labels = self.instances(result.mask, result.prob, result.distance, points=result.seeds)
+        result.mask = result.labels > 0
+        result.seconds += time.perf_counter() - start
+        return result

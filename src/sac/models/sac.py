@@ -107,6 +107,11 @@ class SAC(nn.Module):
         return result
 
     @property
+    def prompt_channels(self) -> int:
+        """Output channels of the prompt UNet (2 with a distance head), 0 without one."""
+        return 0 if self.prompt_generator is None else int(self.prompt_generator.out_channels)
+
+    @property
     def encoder_trainable(self) -> bool:
         """True when some image-encoder parameter (LoRA) requires grad."""
         return any(p.requires_grad for p in self.image_encoder.parameters())
