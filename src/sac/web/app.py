@@ -104,6 +104,8 @@ def create_app(settings: ServeSettings, model=None) -> FastAPI:
     model = model or load_model(settings.model, device=settings.device, sam_checkpoint=settings.sam_checkpoint)
     cfg = inference_config(settings).validate()
     segmenter = model.segmenter(cfg)  # one for all sessions: the engine is built (and compiled) once
+    if hasattr(model.runnable, "build"):  # clicks run the torch interactive head: build it now, not at the first click
+        model.runnable.build()
 
     def make_editor(image, on_tile):
         return Editor.from_segmenter(segmenter, image, on_tile=on_tile)
