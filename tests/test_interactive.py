@@ -172,6 +172,34 @@ def test_gradients_reach_only_the_object_decoder(box, refine, tiny_batch):
     assert got > 10
 
 
+def test_refine_rounds_chain_clicks_and_masks(tiny_batch):
+    """Each corrective round adds one click to the previous ones and takes the previous round's logits as its mask
+    input; a step runs 1..object_refine_rounds of them."""
+    module = _lit(object_box_prob=0.0, object_refine_prob=1.0, object_refine_rounds=3, object_no_mask_prob=0.0)
+    module.train()
+    calls = []
+    real = module._decode
+
+    def spy(emb, rows, coords, labels, boxes, mask_input):
+        out = real(emb, rows, coords, labels, boxes, mask_input)
+        calls.append((coords.shape[1], mask_input, out[0]))
+        return out
+
+    module._decode = spy
+    rounds = []
+    for step in range(6):
+        calls.clear()
+        assert torch.isfinite(module.training_step(tiny_batch(seed=step), step))
+        assert [c[0] for c in calls] == list(range(1, len(calls) + 1))  # one more click per round
+        for (_, _, prev), (_, mask_in, _) in zip(calls, calls[1:], strict=False):
+            assert torch.equal(mask_in, prev.detach())
+        rounds.append(len(calls) - 1)
+    assert set(rounds) <= {1, 2, 3} and max(rounds) > 1
+    with pytest.raises(SACError, match="--refine-rounds"):
+        replace(TrainConfig(), data=[DataSource("x")], variant="interactive", monitor="click_iou", init_from="x",
+                object_refine_rounds=0).validate()
+
+
 def test_config_requires_init_from_and_click_iou():
     base = replace(TrainConfig(), data=[DataSource("x")], variant="interactive")
     with pytest.raises(SACError, match="click_iou"):

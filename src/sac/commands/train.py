@@ -78,6 +78,9 @@ def add_arguments(parser) -> None:
                         "click_iou for --variant interactive)")
     g.add_argument("--objects-per-crop", type=int, default=None,
                    help=f"interactive: nuclei prompted per training crop (default {_D.objects_per_crop})")
+    g.add_argument("--refine-rounds", type=int, default=None, dest="object_refine_rounds", metavar="N",
+                   help="interactive: up to N corrective click rounds per step, each at the previous round's largest "
+                        f"error (default {_D.object_refine_rounds})")
     g.add_argument("--crops-per-epoch", type=int, default=None,
                    help=f"random crops per epoch (default {_D.crops_per_epoch})")
     g.add_argument("--crop-pool", action="store_true",

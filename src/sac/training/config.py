@@ -66,10 +66,12 @@ class TrainConfig:
     freeze_sam: bool = False
     # interactive: per training crop, this many ground-truth nuclei each get one prompt set (a click biased to the
     # interior, with probability object_box_prob also a jittered box); with probability object_refine_prob the
-    # step adds a second, corrective round (SAM-style). Validation: object_val_per_crop nuclei per crop (seeded).
+    # step adds 1..object_refine_rounds corrective rounds (uniform; SAM-style, each at the previous round's largest
+    # error). Validation: object_val_per_crop nuclei per crop (seeded).
     objects_per_crop: int = 4
     object_box_prob: float = 0.25
     object_refine_prob: float = 0.5
+    object_refine_rounds: int = 1
     object_no_mask_prob: float = 0.15  # first rounds without the UNet logits as mask input (works without them)
     object_val_per_crop: int = 3
     # --- optimisation -----------------------------------------------------------------------------
@@ -130,6 +132,8 @@ class TrainConfig:
             raise SACError("--variant interactive trains a head on top of a model: give --init-from MODEL")
         if self.objects_per_crop < 1 or self.object_val_per_crop < 1:
             raise SACError("--objects-per-crop and the validation objects per crop must be >= 1")
+        if self.object_refine_rounds < 1:
+            raise SACError(f"--refine-rounds must be >= 1 (got {self.object_refine_rounds})")
         if self.freeze_sam and self.variant != "sac":
             raise SACError("--freeze-sam applies to --variant sac only")
         if self.device not in DEVICE_CHOICES:

@@ -11,9 +11,10 @@ crop border) each become one prompt set, target = that nucleus alone:
 1. first round: one positive click drawn inside it with probability ~ distance-to-rim squared; with probability
    ``object_box_prob`` (per step) also a jittered box; mask input = the UNet's logits of the crop (the UNet knows
    where nuclei are, the click says which), or none with probability ``object_no_mask_prob``;
-2. with probability ``object_refine_prob`` (per step) a corrective round: the previous clicks plus one at the most
-   interior pixel of the largest error region of round 1 (positive if missed, negative if extra), mask input =
-   round 1's logits (detached), as SAM's iterative training does.
+2. with probability ``object_refine_prob`` (per step) 1 .. ``object_refine_rounds`` corrective rounds (uniform):
+   each adds to the previous clicks one at the most interior pixel of the previous round's largest error region
+   (positive if missed, negative if extra), mask input = the previous round's logits (detached), as SAM's
+   iterative training does.
 
 Loss per round: ``20 * Focal + Dice`` (per prompt set) + MSE of the IoU head against the real IoU (SAM's recipe,
 as :class:`sac.models.losses.SACLoss`); rounds are averaged. Validation ``val/click_iou``: on the fixed validation
@@ -192,18 +193,19 @@ class InteractiveLitModule(L.LightningModule):
         mask_in = unet[rows] if unet is not None and rng.random() >= cfg.object_no_mask_prob else None
         logits, iou_pred = self._decode(emb, rows, coords, plabels, box_t, mask_in)
         rounds = [self._loss(logits, iou_pred, target)]
-        if rng.random() < cfg.object_refine_prob:
+        n_refine = int(rng.integers(1, cfg.object_refine_rounds + 1)) if rng.random() < cfg.object_refine_prob else 0
+        for _ in range(n_refine):
             pred = (logits.detach() > 0)[:, 0].cpu().numpy()
             extra = np.zeros((len(rows), 1, 2), np.float32)
-            extra_l = np.full((len(rows), 1), -1, np.int64)  # -1 = padding when round 1 was already perfect
+            extra_l = np.full((len(rows), 1), -1, np.int64)  # -1 = padding when the last round was already perfect
             for p, m in enumerate(masks):
                 click = correction_click(pred[p], m)
                 if click is not None:
                     extra[p, 0], extra_l[p, 0] = click[:2], click[2]
-            coords2 = torch.cat([coords, torch.from_numpy(extra).to(dev)], 1)
-            labels2 = torch.cat([plabels, torch.from_numpy(extra_l).to(dev)], 1)
-            logits2, iou2 = self._decode(emb, rows, coords2, labels2, box_t, logits.detach())
-            rounds.append(self._loss(logits2, iou2, target))
+            coords = torch.cat([coords, torch.from_numpy(extra).to(dev)], 1)
+            plabels = torch.cat([plabels, torch.from_numpy(extra_l).to(dev)], 1)
+            logits, iou_pred = self._decode(emb, rows, coords, plabels, box_t, logits.detach())
+            rounds.append(self._loss(logits, iou_pred, target))
         losses = {k: torch.stack([r[k] for r in rounds]).mean() for k in rounds[0]}
         if self._trainer is not None:
             for k, v in losses.items():
