@@ -6,7 +6,6 @@
 Both print the same table (sac.evaluation.report.format_table); see docs/metrics.md for definitions.
 """
 
-
 from sac.inference.config import (
     DEVICE_CHOICES,
     ENGINE_CHOICES,

@@ -1,6 +1,5 @@
 """`sac segment`: nuclei masks, instances, measurements and QuPath/napari files for images of any size."""
 
-
 from sac.inference.config import (
     DEVICE_CHOICES,
     ENGINE_CHOICES,

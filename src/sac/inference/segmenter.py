@@ -46,7 +46,7 @@ class SegmentationResult:
     """
 
     mask: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None between Segmenter.segment_maps and Segmenter.finish
     prob: np.ndarray
     prompt_prob: np.ndarray | None
     prompts: np.ndarray
