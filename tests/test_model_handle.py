@@ -78,3 +78,15 @@ def test_cached_engine_segments_without_the_torch_module(folder, crop):
     np.testing.assert_array_equal(again.labels, labels)
     assert again.n_nuclei > 0 and again.distance is not None
     assert second.module is second.runnable.build() and second.runnable.built  # .module builds on request
+
+
+def test_editor_builds_the_module_when_it_opens_for_clicks(folder, crop):
+    from sac.inference.editor import Editor
+
+    cfg = InferenceConfig(scale=1.0, engine="openvino")
+    lazy = load_model(folder)
+    Editor(lazy, crop, cfg, embed=False)  # a few expert points: built on the first click, if any
+    assert not lazy.runnable.built
+    eager = load_model(folder)
+    Editor(eager, crop, cfg)  # interactive: the first click must not wait for the build
+    assert eager.runnable.built

@@ -63,6 +63,8 @@ class Editor:
 
     def __init__(self, model, image, cfg=None, *, on_tile=None, embed: bool = True):
         module, device = getattr(model, "runnable", model), getattr(model, "device", "cpu")
+        if embed and hasattr(module, "build"):  # clicks run the torch interactive head: build it now, not at a click
+            module.build()
         self._start(Segmenter(module, cfg, device=device), image, on_tile, embed)
 
     @classmethod
@@ -81,15 +83,13 @@ class Editor:
             if opened:
                 source.close()
         self.segmenter, self.engine = segmenter, segmenter.engine
-        self.image = auto.image
-        self.H, self.W = self.image.shape[:2]
+        self.image, (self.H, self.W) = auto.image, auto.image.shape[:2]
         self.windows = WindowCache(segmenter, ArraySource(self.image), scale, auto.embeddings or {})
         auto.embeddings = None  # the window cache holds them (float16)
         self._auto = auto
         self._h = LabelHistory(auto.labels, segmenter.cfg.min_area)
         self._labels = self._h.labels  # the same array, edited in place by the history
-        self.min_area = self._h.min_area
-        self._edit_seconds = 0.0
+        self.min_area, self._edit_seconds = self._h.min_area, 0.0
         self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks [k, 3], logits [S, S], area)
         self._lock = threading.RLock()
 
