@@ -207,7 +207,7 @@ class ModelHandle:
         self.cfg = cfg
         self.model_info = meta
         self.input_size = int(_spec(cfg.backbone).input_size)
-        self.prompt_channels = (2 if cfg.unet.distance_head else 1) if cfg.prompts.enabled else 0
+        self.prompt_channels = cfg.prompt_channels
         key = {k: meta.get(k) for k in ("config", "weights_sha256", "backbone_sha256", "includes_backbone")}
         self.identity = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -55,6 +55,11 @@ class UNetConfig:
     # along the learned valleys instead of the mask's geometric distance transform.
     distance_head: bool = False
 
+    @property
+    def out_channels(self) -> int:
+        """UNet output channels: the nucleus logit, and the distance with ``distance_head``."""
+        return 2 if self.distance_head else 1
+
 
 @dataclass
 class SACConfig:
@@ -76,6 +81,11 @@ class SACConfig:
     # backbone's pretrained decoder) for "one nucleus from clicks" (``SAC.decode_object``). The automatic path
     # (``mask_decoder``) is untouched by it. Old model files without this key load with False.
     interactive: bool = False
+
+    @property
+    def prompt_channels(self) -> int:
+        """Output channels of the prompt UNet of a model with this config (0: no UNet, prompts disabled)."""
+        return self.unet.out_channels if self.prompts.enabled else 0
 
 
 def to_dict(cfg: Any) -> dict:

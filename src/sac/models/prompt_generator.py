@@ -24,7 +24,7 @@ class PromptGenerator(nn.Module):
         if len(cfg.channels) != len(cfg.strides) + 1:
             raise ValueError(f"unet: need len(channels) == len(strides) + 1, got {cfg.channels} / {cfg.strides}")
         self.cfg = cfg
-        self.out_channels = 2 if cfg.distance_head else 1
+        self.out_channels = cfg.out_channels
         self.unet = UNet(
             spatial_dims=2,
             in_channels=3,

@@ -109,7 +109,7 @@ class SAC(nn.Module):
     @property
     def prompt_channels(self) -> int:
         """Output channels of the prompt UNet (2 with a distance head), 0 without one."""
-        return 0 if self.prompt_generator is None else int(self.prompt_generator.out_channels)
+        return self.cfg.prompt_channels
 
     @property
     def encoder_trainable(self) -> bool:
