@@ -3,7 +3,9 @@
 Per image: ``Editor(model, image)`` runs the automatic segmentation (the settings of `sac segment`), then
 :func:`sac.evaluation.corrections.annotate` fixes the worst error again and again (largest missed nucleus ->
 positive click at its most interior pixel; largest false detection -> negative click; an instance holding two or
-more ground-truth nuclei -> a split with one click per nucleus) until 50 clicks are spent. AJI and PQ of the
+more ground-truth nuclei -> a split with one click per nucleus; a nucleus cut into pieces -> a merge, one click per
+piece) until 50 clicks are spent. The same annotator also drives ``PerfectEditor`` from the same automatic labels
+(each correction applied exactly from the ground truth: the ceiling of any editor; ``--editors``). AJI and PQ of the
 current labels are recorded after K = 0, 5, 10, 20, 50 clicks (at the first correction that reaches K: a split
 costs one click per part, so a checkpoint may be passed by one or two clicks; the clicks actually spent are
 recorded). Sets: the 6 MoNuSeg validation images (held out from training) and a fixed seeded subset of DSB 2018
@@ -34,7 +36,7 @@ import torch
 from sac.atomic import atomic_write_text
 from sac.data.io import list_pairs, read_image, read_labels
 from sac.evaluation.clicks import interior_point
-from sac.evaluation.corrections import annotate
+from sac.evaluation.corrections import PerfectEditor, annotate
 from sac.evaluation.instance import instance_scores
 from sac.inference.api import load_model
 from sac.inference.editor import Editor
@@ -52,10 +54,9 @@ def sets(data: Path, dsb: int, seed: int) -> dict[str, list[tuple[str, Path, Pat
     return {"monuseg": [mon[i] for i in MONUSEG_VAL], "dsb": [val[k] for k in pick]}
 
 
-def correct_image(model, image: np.ndarray, true: np.ndarray, max_clicks: int) -> dict:
-    t0 = time.perf_counter()
-    ed = Editor(model, image)
-    auto_s = time.perf_counter() - t0
+def run_annotator(ed, true: np.ndarray, max_clicks: int) -> dict:
+    """The simulated annotator on ``ed`` (an Editor or a PerfectEditor) -> clicks spent, corrections by kind, the
+    scores at each checkpoint and the median time per correction."""
     rows: dict[int, dict] = {}
     kinds: dict[str, int] = {}
     click_ms: list[float] = []
@@ -75,10 +76,23 @@ def correct_image(model, image: np.ndarray, true: np.ndarray, max_clicks: int) -
     final = instance_scores(true, ed.labels)
     for k in (k for k in CHECKPOINTS if k <= max_clicks):  # nothing left to fix before K: the final state
         rows.setdefault(k, {"aji": final.aji, "pq": final.pq, "clicks": spent, "n_pred": final.n_pred})
-    return {"auto_seconds": round(auto_s, 2), "clicks_spent": spent, "corrections": kinds,
-            "scale": ed.result().settings.get("scale"), "new_windows": ed.windows.encoded,
+    return {"clicks_spent": spent, "corrections": kinds,
             "median_correction_ms": float(np.median(click_ms)) if click_ms else None,
             "at": {str(k): rows[k] for k in sorted(rows)}, "n_true": final.n_true}
+
+
+def correct_image(model, image: np.ndarray, true: np.ndarray, max_clicks: int, editors: list[str]) -> dict:
+    """Per editor (``model``: the Editor; ``perfect``: the PerfectEditor from the same automatic labels) the
+    annotator's run from the automatic segmentation."""
+    t0 = time.perf_counter()
+    ed = Editor(model, image, embed="model" in editors)
+    out: dict = {"auto_seconds": round(time.perf_counter() - t0, 2), "scale": ed.result().settings.get("scale")}
+    if "perfect" in editors:
+        out["perfect"] = run_annotator(PerfectEditor(ed.labels, true), true, max_clicks)
+    if "model" in editors:
+        out.update(run_annotator(ed, true, max_clicks))
+        out["new_windows"] = ed.windows.encoded
+    return out
 
 
 def latency(model, image: np.ndarray, true: np.ndarray, n: int, seed: int) -> dict:
@@ -108,7 +122,8 @@ def latency(model, image: np.ndarray, true: np.ndarray, n: int, seed: int) -> di
 
 
 def summarise(images: dict) -> dict:
-    out = {}
+    """Mean AJI / PQ / clicks per checkpoint over ``images`` (each an annotator run's result)."""
+    out: dict = {}
     ks = [k for k in CHECKPOINTS if all(str(k) in v["at"] for v in images.values())]
     for k in ks:
         at = [v["at"][str(k)] for v in images.values()]
@@ -127,6 +142,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", default=["monuseg", "dsb"], choices=["monuseg", "dsb"],
                     help="sets to correct (none: only the latency run)")
     ap.add_argument("--dsb", type=int, default=20, help="DSB val images (fixed seeded subset)")
+    ap.add_argument("--editors", nargs="+", default=["model", "perfect"], choices=["model", "perfect"],
+                    help="model: the Editor; perfect: corrections applied exactly from the ground truth (the ceiling)")
     ap.add_argument("--clicks", type=int, default=max(CHECKPOINTS))
     ap.add_argument("--latency", type=int, default=200, help="clicks of the latency run (0: skip)")
     ap.add_argument("--limit", type=int, default=None, help="first K images per set (quick checks)")
@@ -153,12 +170,18 @@ def main() -> None:
     for name in args.sets:
         per_image = {}
         for pid, img_path, lab_path in items[name][: args.limit]:
-            per_image[pid] = correct_image(model, read_image(img_path), read_labels(lab_path), args.clicks)
-            at = per_image[pid]["at"]
-            print(name, pid, " ".join(f"K={k}: AJI {v['aji']:.3f}" for k, v in at.items()), flush=True)
-            result["sets"][name] = {"images": per_image, "summary": summarise(per_image)}
+            per_image[pid] = correct_image(model, read_image(img_path), read_labels(lab_path), args.clicks,
+                                           args.editors)
+            for ed in args.editors:
+                at = (per_image[pid] if ed == "model" else per_image[pid][ed])["at"]
+                print(name, pid, ed, " ".join(f"K={k}: AJI {v['aji']:.3f}" for k, v in at.items()), flush=True)
+            result["sets"][name] = {"images": per_image}
+            if "model" in args.editors:
+                result["sets"][name]["summary"] = summarise(per_image)
+            if "perfect" in args.editors:
+                result["sets"][name]["summary_perfect"] = summarise({k: v["perfect"] for k, v in per_image.items()})
             save()
-        print(name, json.dumps(result["sets"][name]["summary"]), flush=True)
+        print(name, json.dumps({k: v for k, v in result["sets"][name].items() if k != "images"}), flush=True)
     if args.latency:
         pid, img_path, lab_path = items["monuseg"][0]
         result["latency"] = {"image": pid, **latency(model, read_image(img_path), read_labels(lab_path),

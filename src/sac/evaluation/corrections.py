@@ -9,10 +9,16 @@ Each step looks at the current instances and the ground truth and fixes the wors
 * **missed** -- a ground-truth nucleus no prediction matches (best IoU < 0.5) and no merge holds: a positive click
   at its most interior pixel (maximum of the distance transform); weight = its area;
 * **false** -- a predicted instance of which less than half lies on any ground-truth nucleus: a negative click
-  at its most interior pixel; weight = its pixels outside every nucleus.
+  at its most interior pixel; weight = its pixels outside every nucleus;
+* **pieces** -- a ground-truth nucleus cut into two or more predicted instances that each lie at least half on it
+  (and hold no other nucleus): a merge of those instances, one click per instance; weight = the pixels of the pieces
+  except the largest.
 
 The error of largest weight is fixed first. An error whose edit changed nothing (the model found no nucleus
-there) is not tried again. A split costs one click per part, the others one click.
+there) is not tried again. A split and a merge cost one click per part, the others one click.
+
+:class:`PerfectEditor` applies each correction exactly (the ground-truth nuclei themselves): what any editor can at
+best reach with this annotator, the ceiling of the benchmark (docs/results.md).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from sac.evaluation.instance import overlaps
 class Correction:
     """One simulated correction: ``kind`` add | remove | split, ``points int [k, 2]`` (x, y) image pixels,
     ``instance`` (predicted id, 0 for add), ``target`` (true id, 0 unless add), ``weight`` (pixels at stake),
-    ``truth`` (the true ids a split separates), ``key`` (identifies the error across steps)."""
+    ``truth`` (the true ids a split separates; the predicted ids a merge joins), ``key`` (identifies the error
+    across steps)."""
 
     kind: str
     points: np.ndarray
@@ -66,6 +73,13 @@ def next_correction(pred: np.ndarray, true: np.ndarray, skip=frozenset()) -> Cor
         candidates.append(Correction("split", np.zeros((0, 2), int), int(pids[j]), 0,
                                      int(areas.sum() - areas.max()), ("split", *sorted(tids[ts].tolist())), tids[ts]))
     merged_t = set(ov.ti[held & (holders[ov.pj] >= 2)].tolist())
+    # pieces: predictions lying at least half on one nucleus (and holding no second one), two or more per nucleus
+    piece = (ov.inter >= 0.5 * ov.pred_area[ov.pj]) & (holders[ov.pj] < 2)
+    for t in np.flatnonzero(np.bincount(ov.ti[piece], minlength=nt) >= 2):
+        js = ov.pj[piece & (ov.ti == t)]
+        areas = ov.pred_area[js]
+        candidates.append(Correction("merge", np.zeros((0, 2), int), 0, int(tids[t]), int(areas.sum() - areas.max()),
+                                     ("merge", int(tids[t])), pids[js]))
     for t in np.flatnonzero(best_t < 0.5):
         if int(t) not in merged_t:
             candidates.append(Correction("add", np.zeros((0, 2), int), 0, int(tids[t]), int(ov.true_area[t]),
@@ -81,6 +95,8 @@ def next_correction(pred: np.ndarray, true: np.ndarray, skip=frozenset()) -> Cor
         c.points = np.array([interior_point(true == c.target)])
     elif c.kind == "remove":
         c.points = np.array([interior_point(pred == c.instance)])
+    elif c.kind == "merge":
+        c.points = np.array([interior_point(pred == j) for j in c.truth])
     else:
         inst = pred == c.instance
         c.points = np.array([interior_point(inst & (true == t)) for t in c.truth])
@@ -107,9 +123,53 @@ def annotate(editor, true: np.ndarray, max_clicks: int,
             editor.add(*c.points[0].tolist())
         elif c.kind == "remove":
             editor.remove(*c.points[0].tolist())
+        elif c.kind == "merge":
+            editor.merge(c.truth.tolist())
         else:
             editor.split(c.instance, c.points.tolist())
         clicks += c.clicks
         if on_click is not None:
             on_click(clicks, c)
     return clicks
+
+
+class PerfectEditor:
+    """The annotator's corrections applied exactly: ``add`` pastes the ground-truth nucleus under the click (over
+    whatever it covered), ``remove`` erases the instance under it, ``split`` replaces the instance by the nuclei
+    under its clicks, ``merge`` replaces the instances by the nucleus they lie on. ``labels int [H, W]``, starting
+    from ``pred`` (copied); ``true int [H, W]`` is the ground truth. Same interface as the editor where
+    :func:`annotate` uses it."""
+
+    def __init__(self, pred: np.ndarray, true: np.ndarray):
+        self.labels = np.array(pred, dtype=np.int64)
+        self.true = np.asarray(true)
+        self._next = int(self.labels.max()) + 1
+
+    def _paste(self, t: int) -> None:
+        self.labels[self.true == t] = self._next
+        self._next += 1
+
+    def _truth_at(self, x, y) -> int:
+        return int(self.true[round(y), round(x)])
+
+    def add(self, x, y) -> None:
+        if t := self._truth_at(x, y):
+            self._paste(t)
+
+    def remove(self, x, y) -> None:
+        if i := int(self.labels[round(y), round(x)]):
+            self.labels[self.labels == i] = 0
+
+    def split(self, instance: int, points) -> None:
+        ts = [self._truth_at(x, y) for x, y in points]
+        self.labels[self.labels == instance] = 0
+        for t in ts:
+            if t:
+                self._paste(t)
+
+    def merge(self, ids) -> None:
+        inside = np.isin(self.labels, ids)
+        ts, counts = np.unique(self.true[inside], return_counts=True)
+        self.labels[inside] = 0
+        if (ts > 0).any():
+            self._paste(int(ts[ts > 0][np.argmax(counts[ts > 0])]))
