@@ -98,10 +98,10 @@ def test_click_near_a_seam_embeds_a_centred_window_once(tiny, crop):
     ed = disc_editor(tiny, crop)
     tiles = ed.segmenter.tiles_for(300, 260, 1.0)
     inner = next(t for t in tiles if t.x0 == 0 and t.y0 == 0)
-    ed.add(inner.x0 + 60, inner.y0 + 60)  # >= 40 px from every inner side of the first tile
+    ed.add(inner.x0 + 60, inner.y0 + 60)  # >= MARGIN (35) px from every inner side of the first tile
     assert ed.windows.encoded == 0
     left = sorted({t.x0 for t in tiles})
-    seam_x = (left[1] + left[0] + 128) // 2  # middle of the first column overlap: < 40 px from a window border
+    seam_x = (left[1] + left[0] + 128) // 2  # middle of the first column overlap: < MARGIN px from a window border
     ed.add(seam_x, 150)
     assert ed.windows.encoded == 1
     tile, _ = ed.windows.window_for(seam_x, 150)
