@@ -223,3 +223,23 @@ def test_empty_image_keeps_scale_1(default_model, value):
     res = seg.segment(img)
     assert res.settings["scale"] == 1.0 and seg.scale_estimate.reason == "no nuclei"
     assert "no nuclei" in seg.scale_estimate.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_weak_unsure_proposals_are_rejected_but_weak_sure_ones_kept(default_model, data_root):
+    """DSB val 8f94a80b (sparse cytology: ~12 px nuclei in large flat cells) at native size: a proposal at scale ~0.19
+    measures cells of the training size on < 25 objects, the UNet unsure of them: rejected, scale 1 kept. DSB val
+    ac782d2c (~53 px nuclei) upsampled 2x: its proposal also rests on < 25 nuclei, but the UNet is sure of them."""
+    from sac.data.io import read_image
+    from sac.inference.reader import ArraySource
+
+    def image(prefix):
+        return read_image(next((data_root / "dsb2018" / "val" / "images").glob(f"{prefix}*.png")))
+
+    seg = default_model.segmenter(InferenceConfig(engine="torch"))
+    assert seg.scale_for(ArraySource(image("8f94a80b"))) == 1.0, seg.scale_estimate.passes
+    big = cv2.resize(image("ac782d2c"), None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    s = seg.scale_for(ArraySource(big))
+    est = seg.scale_estimate
+    assert est.reason == "estimated" and s < 0.3 and est.n_nuclei < scale_mod.CONFIDENT, est.passes
