@@ -38,6 +38,7 @@ from sac.evaluation.clicks import correction_click, interior_point, jittered_box
 from sac.models.config import SACConfig, from_dict
 from sac.training.config import TrainConfig
 from sac.training.encoder_split import SplitEncoder
+from sac.training.hooks import RunHooks
 
 MIN_AREA = 10  # px: smaller ground-truth objects are annotation specks, not nuclei anyone clicks
 
@@ -95,7 +96,7 @@ def pick_objects(labels: np.ndarray, k: int, rng: np.random.Generator | None, va
     return [int(i) for i in np.concatenate([inner, cut])[:k]]
 
 
-class InteractiveLitModule(L.LightningModule):
+class InteractiveLitModule(RunHooks, L.LightningModule):
     """Trains ``model.object_decoder`` only; see the module docstring."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module):
@@ -122,18 +123,6 @@ class InteractiveLitModule(L.LightningModule):
     def configure_optimizers(self):
         params = list(self.model.object_decoder.parameters())
         return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.model.backbone_sha256 is None:  # random-init backbone (tests): keep everything
-            return
-        keep = {f"model.{k}" for k in self.model.trained_state_dict()}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-
-    def on_train_epoch_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "train_set", None) is not None and not self.cfg.crop_pool:
-            dm.train_set.set_epoch(self.current_epoch)
-        self.rng = np.random.default_rng([self.cfg.seed, self.current_epoch])
 
     @torch.no_grad()
     def _inputs(self, images: torch.Tensor, keys: list | None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -41,6 +41,7 @@ from sac.models.sac import SACOutput
 from sac.postprocess.instances import watershed_instances
 from sac.training.config import TrainConfig
 from sac.training.encoder_split import SplitEncoder
+from sac.training.hooks import RunHooks
 
 
 def sac_config(cfg: TrainConfig) -> SACConfig:
@@ -98,7 +99,7 @@ def expert_points_from_labels(labels: torch.Tensor, max_points: int, rng: np.ran
     return coords, plabels
 
 
-class SACLitModule(L.LightningModule):
+class SACLitModule(RunHooks, L.LightningModule):
     """Wraps a :class:`~sac.models.sac.SAC`; see the module docstring for variants and metrics."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module):
@@ -133,20 +134,12 @@ class SACLitModule(L.LightningModule):
             groups.append({"params": unet, "lr": self.cfg.lr_prompt})
         return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Frozen backbone tensors are rebuilt from the backbone file on resume: storing them would make
-        # every last.ckpt as large as SAM (2.5 GB for vit_h) for nothing.
-        keep = {f"model.{k}" for k in self.model.trained_state_dict()}
-        keep |= {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        if self.model.backbone_sha256 is None:  # random-init backbone (tests): keep everything
-            return
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+    def kept_keys(self) -> set[str]:
+        """The trained tensors and every parameter that trains (what a resume needs)."""
+        return super().kept_keys() | {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
 
     def on_train_epoch_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and getattr(dm, "train_set", None) is not None and not self.cfg.crop_pool:
-            dm.train_set.set_epoch(self.current_epoch)
-        self.rng = np.random.default_rng([self.cfg.seed, self.current_epoch])
+        super().on_train_epoch_start()
         self.model.prompt_rng = np.random.default_rng([self.cfg.seed, self.current_epoch, 1])
 
     # ------------------------------------------------------------------ steps
