@@ -53,9 +53,9 @@ def profile(loaded, image: Path, overrides: dict) -> dict:
     seg.segment(read_image(image)[:200, :200])
     seg.windows_run = [0, 0]
     store: dict[str, float] = defaultdict(float)
-    patches = [(reader, "open_image", "read"), (Segmenter, "_tensor", "read"),
+    patches = [(reader, "open_image", "read"), (Segmenter, "window_input", "read"),
                (Segmenter, "scale_for", "scale"), (Segmenter, "instances", "instances"),
-               (Stitcher, "add", "stitch"), (Stitcher, "result", "stitch"), (Segmenter, "_to_window", "stitch"),
+               (Stitcher, "add", "stitch"), (Stitcher, "result", "stitch"), (Segmenter, "to_window", "stitch"),
                (measure, "nuclei_table", "measurements")]
     patches += [(writers, f"write_{w}", f"write_{w}") for w in ("mask", "labels", "overlay", "table", "geojson")]
     for stage in ("prompt_maps", "encode", "decode"):

@@ -36,11 +36,14 @@ STEM = "slide"
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained SAC on the tiny test ViT that records a 0.25 um/px training resolution."""
+    import torch
+
     from sac.backbones import build_sac
     from sac.modelfile import save_model
     from sac.models.config import SACConfig, UNetConfig
 
     folder = tmp_path_factory.mktemp("model") / "tiny"
+    torch.manual_seed(0)  # random weights, but the same ones whatever ran before (the tests count its nuclei)
     cfg = SACConfig(backbone="vit_tiny", mpp=0.25, unet=UNetConfig(channels=(8, 16, 32, 64), num_res_units=0))
     save_model(folder, build_sac(cfg, pretrained=False))
     return folder

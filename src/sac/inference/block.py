@@ -166,9 +166,9 @@ def window_maps(seg, source, tiles, win) -> tuple[np.ndarray, int, _Prefetched]:
     rng = np.random.default_rng(seg.cfg.seed)
     no_experts = [(np.zeros((0, 2), np.float32), np.zeros(0, np.int64))]
     for t in sel:
-        sac_prob, unet_maps = seg._run_batch(seg._tensor(src, t)[None], no_experts, rng)[:2]
+        sac_prob, unet_maps = seg.run_batch(seg.window_input(src, t)[None], no_experts, rng)[:2]
         maps = sac_prob[0][None] if unet_maps is None else np.concatenate([sac_prob[0][None], unet_maps[0]])
-        maps = seg._to_window(maps, size)
+        maps = seg.to_window(maps, size)
         ay0, ay1, ax0, ax1 = max(t.y0, y0), min(t.y1, y1), max(t.x0, x0), min(t.x1, x1)
         ts = (slice(ay0 - t.y0, ay1 - t.y0), slice(ax0 - t.x0, ax1 - t.x0))
         ws = (slice(ay0 - y0, ay1 - y0), slice(ax0 - x0, ax1 - x0))

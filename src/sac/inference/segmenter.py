@@ -182,7 +182,7 @@ class Segmenter:
         }
 
     # ------------------------------------------------------------------ per-tile model calls
-    def _tensor(self, source, tile: Tile) -> torch.Tensor:
+    def window_input(self, source, tile: Tile) -> torch.Tensor:
         """Window of ``source`` -> ``float32 [3, S, S]`` in [0, 1]: padded (reflect) to the window, resampled to the
         model-space tile T, padded (reflect) to the model input S when T < S."""
         region = source.read(tile.y0, tile.y1, tile.x0, tile.x1)
@@ -234,7 +234,7 @@ class Segmenter:
         return mean(0), mean(1)
 
     @torch.inference_mode()
-    def _run_batch(self, batch: torch.Tensor, experts, rng, embed_all: bool = False
+    def run_batch(self, batch: torch.Tensor, experts, rng, embed_all: bool = False
                    ) -> tuple[np.ndarray, np.ndarray | None, list, list]:
         """Model on ``batch [b, 3, S, S]`` -> SAC prob ``[b, S, S]``, UNet maps ``[b, c, S, S]`` (nucleus prob, then
         the distance head's map if any) or None, prompts, per window its embedding ``float32 [256, h, w]`` or None
@@ -284,7 +284,7 @@ class Segmenter:
         has_nucleus = (p > self.cfg.threshold).any(1)
         return has_expert | (has_nucleus & (uncertain >= self.cfg.sam_uncertain))
 
-    def _to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
+    def to_window(self, maps: np.ndarray, size: int) -> np.ndarray:
         """``float32 [c, S, S]`` model-space maps -> ``[c, size, size]`` window pixels (tile T crop, resampled)."""
         maps = maps[:, : self.tile_model, : self.tile_model]
         if size == self.tile_model:
@@ -343,14 +343,14 @@ class Segmenter:
         f = self.tile_model / size
         for i in range(0, len(tiles), self.cfg.batch):
             chunk = tiles[i : i + self.cfg.batch]
-            batch = torch.stack([self._tensor(source, t) for t in chunk])
+            batch = torch.stack([self.window_input(source, t) for t in chunk])
             experts = [self._expert_in(t, points) for t in chunk]
-            sac_prob, unet_maps, prompts, emb = self._run_batch(batch, experts, rng, embed_all)
+            sac_prob, unet_maps, prompts, emb = self.run_batch(batch, experts, rng, embed_all)
             for j, tile in enumerate(chunk):
                 if embeddings is not None and emb[j] is not None:
                     embeddings[tile] = emb[j].to(torch.float16)
                 maps = sac_prob[j][None] if unet_maps is None else np.concatenate([sac_prob[j][None], unet_maps[j]])
-                stitcher.add(tile, self._to_window(maps, size))
+                stitcher.add(tile, self.to_window(maps, size))
                 coords, labels = prompts[j]
                 keep = labels >= 0
                 xy = (coords[keep] + 0.5) / f - 0.5 + np.array([tile.x0, tile.y0], np.float32)

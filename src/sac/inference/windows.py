@@ -40,7 +40,7 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 def resample_window(region: np.ndarray, size: int, tile_model: int, input_size: int) -> np.ndarray:
     """One map's window region ``float32 [h, w]`` (h, w <= size) -> the model input grid ``float32 [S, S]``
-    exactly as :meth:`Segmenter._tensor` builds an image window: reflect-padded to ``size``, resampled to the
+    exactly as :meth:`Segmenter.window_input` builds an image window: reflect-padded to ``size``, resampled to the
     model-space tile ``tile_model``, reflect-padded to ``input_size``."""
     h, w = region.shape
     if h < size or w < size:
@@ -120,7 +120,7 @@ class WindowCache:
     """Embedded model windows of one image, keyed by :class:`Tile` (original-image pixels).
 
     ``segmenter``: the :class:`~sac.inference.segmenter.Segmenter` that segmented the image (its engine encodes
-    new windows, its ``_tensor`` builds their input); ``source``: the image as a reader source; ``scale``: the
+    new windows, its ``window_input`` builds their input); ``source``: the image as a reader source; ``scale``: the
     scale the image was segmented at; ``embeddings``: ``{Tile: float [256, h, w]}`` of the grid (any dtype).
     """
 
@@ -201,7 +201,7 @@ class WindowCache:
     @torch.inference_mode()
     def _encode(self, tile: Tile) -> torch.Tensor:
         seg = self.segmenter
-        batch = seg._tensor(self.source, tile)[None].to(seg.device)
+        batch = seg.window_input(self.source, tile)[None].to(seg.device)
         emb = seg.engine.encode(batch)[0].to("cpu", torch.float16)
         self.encoded += 1
         self.extra[tile] = emb
