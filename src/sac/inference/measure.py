@@ -60,19 +60,18 @@ def perimeters(labels: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(labels[border], weights=_PERIMETER_WEIGHTS[code[border]], minlength=n + 1)
 
 
-def eccentricities(labels: np.ndarray, n: int, count: np.ndarray) -> np.ndarray:
+def eccentricities(labels: np.ndarray, count: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
     """``float64 [n + 1]``: the eccentricity of the ellipse with each nucleus's second central moments (skimage's
-    ``eccentricity``: sqrt(1 - l2 / l1) of the inertia tensor's eigenvalues l1 >= l2, 0 where l1 = 0)."""
+    ``eccentricity``: sqrt(1 - l2 / l1) of the inertia tensor's eigenvalues l1 >= l2, 0 where l1 = 0), from the
+    pixel counts and centroids ``[n + 1]`` of every id."""
     ys, xs = np.nonzero(labels)
     ids = labels[ys, xs]
     n_ = np.maximum(count, 1)
-    # Moments about each nucleus's mean, so the sums do not lose digits on large images.
-    cy = np.bincount(ids, weights=ys, minlength=n + 1) / n_
-    cx = np.bincount(ids, weights=xs, minlength=n + 1) / n_
+    # Moments about each nucleus's centroid, so the sums do not lose digits on large images.
     dy, dx = ys - cy[ids], xs - cx[ids]
-    a = np.bincount(ids, weights=dy * dy, minlength=n + 1) / n_
-    c = np.bincount(ids, weights=dx * dx, minlength=n + 1) / n_
-    b = np.bincount(ids, weights=dy * dx, minlength=n + 1) / n_
+    a = np.bincount(ids, weights=dy * dy, minlength=len(count)) / n_
+    c = np.bincount(ids, weights=dx * dx, minlength=len(count)) / n_
+    b = np.bincount(ids, weights=dy * dx, minlength=len(count)) / n_
     mid, rad = (a + c) / 2, np.sqrt(((a - c) / 2) ** 2 + b * b)
     l1, l2 = np.maximum(mid + rad, 0), np.maximum(mid - rad, 0)
     return np.where(l1 > 0, np.sqrt(1 - np.divide(l2, l1, out=np.zeros_like(l1), where=l1 > 0)), 0.0)
@@ -83,7 +82,6 @@ def solidities(labels: np.ndarray, slices: list, count: np.ndarray) -> np.ndarra
     the pixels' edge midpoints, rasterised by ``grid_points_in_poly`` with its border included)."""
     from scipy.spatial import ConvexHull, QhullError
     from skimage.measure import grid_points_in_poly
-    from skimage.morphology._convex_hull import possible_hull
 
     out = np.ones(len(slices) + 1)
     for i, sl in enumerate(slices, start=1):
@@ -91,7 +89,11 @@ def solidities(labels: np.ndarray, slices: list, count: np.ndarray) -> np.ndarra
             continue
         image = labels[sl] == i
         h, w = image.shape
-        doubled = (possible_hull(np.ascontiguousarray(image, np.uint8))[:, None, :] * 2 + _EDGE_MIDPOINTS2)
+        # Each row's first and last pixel span the same hull as all pixels (skimage's possible_hull adds columns').
+        rows = np.flatnonzero(image.any(1))
+        first, last = image[rows].argmax(1), w - 1 - image[rows, ::-1].argmax(1)
+        ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
+        doubled = ends[:, None, :] * 2 + _EDGE_MIDPOINTS2
         key = np.unique(doubled[:, :, 0] * (2 * w + 4) + doubled[:, :, 1] + 1)  # unique points, 1-D fast path
         points = np.stack([key // (2 * w + 4), key % (2 * w + 4) - 1], axis=1) / 2.0
         try:
@@ -123,8 +125,9 @@ def nuclei_table(labels: np.ndarray, image: np.ndarray | None = None):
     flat = labels.ravel()
     count = np.bincount(flat, minlength=n + 1)
     rows, cols = np.indices(labels.shape, sparse=True)
-    cy = np.bincount(flat, weights=np.broadcast_to(rows, labels.shape).ravel(), minlength=n + 1)[ids] / count[ids]
-    cx = np.bincount(flat, weights=np.broadcast_to(cols, labels.shape).ravel(), minlength=n + 1)[ids] / count[ids]
+    per_id = np.maximum(count, 1)
+    cy = np.bincount(flat, weights=np.broadcast_to(rows, labels.shape).ravel(), minlength=n + 1) / per_id
+    cx = np.bincount(flat, weights=np.broadcast_to(cols, labels.shape).ravel(), minlength=n + 1) / per_id
     if image is not None:
         gray = image.mean(axis=2, dtype=np.float32) if image.ndim == 3 else image.astype(np.float32)
         mean = np.bincount(flat, weights=gray.ravel(), minlength=n + 1)[ids] / count[ids]
@@ -134,11 +137,11 @@ def nuclei_table(labels: np.ndarray, image: np.ndarray | None = None):
     return pd.DataFrame(
         {
             "id": ids,
-            "centroid_x": cx,
-            "centroid_y": cy,
+            "centroid_x": cx[ids],
+            "centroid_y": cy[ids],
             "area": count[ids].astype(np.int64),
             "perimeter": perimeters(labels, n)[ids],
-            "eccentricity": eccentricities(labels, n, count)[ids],
+            "eccentricity": eccentricities(labels, count, cy, cx)[ids],
             "solidity": solidities(labels, slices, count)[ids],
             "mean_intensity": mean,
             "bbox_x0": bbox[:, 0],

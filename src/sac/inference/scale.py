@@ -294,9 +294,8 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
             diameter = accept(s0 * target / m0)
         if diameter is None and k == len(LADDER) - 1 and growing and target / BAND <= m < target:
             diameter = accept(s * target / m)  # still growing at the finest rung
-        weak = diameter is not None and passes[-1][2] < CONFIDENT
-        if weak and WEAK_UNSURE is not None and unsure[passes[-1][0]] >= WEAK_UNSURE:
-            diameter = None
+        if diameter is not None and passes[-1][2] < CONFIDENT and unsure[passes[-1][0]] >= WEAK_UNSURE:
+            diameter = None  # a weak proposal the UNet is unsure of
         if diameter is not None:
             found.append((unsure[passes[-1][0]], passes[-1][2], diameter))
             if passes[-1][2] >= CONFIDENT:
