@@ -135,7 +135,8 @@ def test_segment_remove_undo_export_in_chromium(browser, server, monuseg_crop, t
     page.wait_for_function(f"document.getElementById('count').textContent === '{n - 1}'", timeout=60_000)
     assert page.request.get(server + "/api/state").json()["n_nuclei"] == n - 1
     assert page.evaluate(f"window.sac.viewer.nuclei.has({target})") is False
-    assert int(overlay.get_attribute("data-drawn")) == n - 1
+    # the outline bitmap is redrawn over a few frames after the count changes (it lagged once in CI: 31 vs 30)
+    page.wait_for_function(f"document.getElementById('overlay').dataset.drawn === '{n - 1}'", timeout=30_000)
     assert overlay_alpha(page, x, y) == 0  # its outline and fill are gone from the picture, not only from the count
     page.screenshot(path=str(shots / "serve_after.png"))
 
