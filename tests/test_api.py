@@ -116,6 +116,7 @@ def test_evaluate_model_scores_like_segment(tiny_model, tmp_path):
     pts = simulate_expert(true, 1, np.random.default_rng([0, zlib.crc32(b"im0")]))
     direct = sac.load_model(str(tiny_model)).segment(tmp_path / "val" / "images" / "im0.png", points=pts)
     assert res["per_image"][0]["n_pred"] == direct.n_nuclei
+    assert res["per_image"][0]["scale"] == direct.settings["scale"]  # each image's factor (auto: per image)
     again = evaluate_model(str(tiny_model), tmp_path, "val", expert=1, progress=False, limit=1)
     assert again["n_images"] == 1 and again["aji"] == pytest.approx(res["per_image"][0]["aji"])
     with pytest.raises(SACError, match="--expert"):

@@ -60,7 +60,8 @@ def evaluate_model(
     ``model.segmenter(cfg)`` (the benchmarks pass one with a memoised encoder). ``rows``: which of ``ROWS`` to
     score (``unet``/``fused`` need a prompt generator and are left out without one).
 
-    Returns :func:`sac.evaluation.report.score`'s dict of the ``sac`` row at the top level (when asked for),
+    Returns :func:`sac.evaluation.report.score`'s dict of the ``sac`` row at the top level (when asked for; its
+    ``per_image`` rows also carry the ``scale`` each image was segmented at),
     one such dict under ``"unet"`` / ``"fused"`` for those rows, ``seconds_per_image`` (mean wall time of
     :meth:`Segmenter.segment`: tiling, model, stitching, instances), ``seconds_total`` and ``settings`` (the
     effective :class:`InferenceConfig`, expert count, model description, limit, scored ids).
@@ -108,7 +109,8 @@ def evaluate_model(
             source.close()
         seconds.append(res.seconds)
         if "sac" in scorers:
-            scorers["sac"].add(pid, true, res.labels)
+            # the factor each image was segmented at: with scale "auto" it differs per image (docs/scale.md)
+            scorers["sac"].add(pid, true, res.labels)["scale"] = res.settings.get("scale")
         if res.prompt_prob is not None:
             if "unet" in scorers:
                 # The UNet's own distance head splits its instances when it has one (as sac segment would).
