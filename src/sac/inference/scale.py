@@ -22,7 +22,9 @@ of the model (a 256 px pass costs a small fraction of the SAM encoder's):
 4. for nuclei somewhat larger than the snap range (``NATIVE_RANGE``), scale 1 is kept when the UNet is clearly
    surer of the image as it is (``NATIVE_SURE``): sizes the model was trained on at native size.
 
-No proposal accepted (an empty image, or no nucleus-like objects at any scale): scale 1, and the estimate says so.
+No proposal accepted: where a growing run stopped short of the target on nuclei the UNet is sure of (it cuts them
+into pieces when they are shown larger), the scale of the largest of those (``STALL_SURE``); otherwise (an empty
+image, or no nucleus-like objects at any scale) scale 1, and the estimate says so.
 :func:`choose_scale` snaps: a diameter within ``SNAP`` of the target (nucleus sizes the model was trained on at native
 size: 11.6-28.5 px for the default) keeps scale 1 exactly, so images at the training magnification are
 segmented exactly as with ``--scale 1``. The constants were chosen by looking at 12 DSB val and 3 MoNuSeg
@@ -58,6 +60,12 @@ CONFIDENT = 25
 # 0.72; the weak proposals that were right measured 0.38-0.42 (DSB's 53 px nuclei rescaled 2x, 8-11 nuclei) and 0.66
 # (DSB 54793624 rescaled 3x, 21 nuclei). Set between 0.66 and 0.72 on those images (docs/scale.md).
 WEAK_UNSURE = 0.69
+# No proposal accepted, but a growing run stopped short of the target (the UNet cuts the nuclei into pieces when they
+# are shown larger) at a median of at least target / BAND ** 2 (7.2 px for the default), on nuclei the UNet is sure
+# of (uncertainty <= STALL_SURE): segment at that scale, where the nuclei are whole, instead of keeping 1. DSB val
+# cab48752 and e5a6c5e0 stall at 0.31-0.38 (scale 1 on their 2x / 3x copies: Dice 0.49-0.73, at the stalled scale
+# 0.94-0.96); the sparse cytology images, whose rungs measure cells and nuclei by turns, at 0.66-0.76 (docs/scale.md).
+STALL_SURE = 0.5
 MIN_SIDE = 32  # a pass that shrinks the image below this many pixels is skipped (nothing to count)
 GROWTH = 1.2  # doubling the scale must grow the median nucleus at least this much, or the nuclei are fragmenting
 # Ratios target / diameter that keep scale 1: image medians of 11.6-28.5 px at the default's 18.5 px, i.e. the per-image
@@ -88,7 +96,8 @@ class ScaleEstimate:
     ``scale``: the factor to segment at (1.0 when snapped, kept native or nothing was found); ``diameter``: the
     median nucleus diameter in image pixels (None when no nuclei were found); ``raw_scale``: ``target / diameter``
     before snapping; ``n_nuclei``: nuclei measured in the accepted pass; ``reason``: ``estimated`` | ``snapped`` |
-    ``native`` (the UNet is surer at scale 1) | ``no nuclei``; ``passes``: ``(trial scale, median diameter in model
+    ``native`` (the UNet is surer at scale 1) | ``stalled`` (no proposal accepted; the scale of the largest whole
+    nuclei below the target, see ``STALL_SURE``) | ``no nuclei``; ``passes``: ``(trial scale, median diameter in model
     pixels or None, nuclei)`` per UNet pass; ``seconds``: wall time of the estimate.
     """
 
@@ -108,7 +117,8 @@ class ScaleEstimate:
                "no nuclei of a consistent size found by the size estimate; kept 1"}.get(self.reason)
         if how is None:
             snapped = {"snapped": ", the training size: kept 1",
-                       "native": ", but the model is surer at this size: kept 1"}.get(self.reason, "")
+                       "native": ", but the model is surer at this size: kept 1",
+                       "stalled": ", shown at the largest size the model sees them whole"}.get(self.reason, "")
             how = f"nuclei ~{self.diameter:.0f} px across{snapped}, estimated in {self.seconds:.1f} s"
         return f"scale {self.scale:.3g} ({how})"
 
@@ -281,8 +291,14 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         m = run(s_star, max_windows)
         return None if m is None or not target / ACCEPT_LOW <= m <= target * ACCEPT_HIGH else m / s_star
 
+    def whole(s: float, m: float | None) -> None:
+        """Record a pass of whole nuclei below the target (``stalled``) when it qualifies."""
+        if m is not None and target / BAND**2 <= m < target and unsure[s] <= STALL_SURE:
+            stalled.append((m, s, next(n for t, _, n in reversed(passes) if t == s)))
+
     prev: tuple[float, float | None, bool] = (0.0, None, False)  # (scale, median, reached by growing)
     found: list[tuple[float, int, float]] = []  # accepted proposals: (uncertainty, nuclei measured, diameter)
+    stalled: list[tuple[float, float, int]] = []  # (median, scale, nuclei) where growth stopped short of the target
     for k, s in enumerate(LADDER):
         m = run(s, ladder_windows)
         s0, m0, grew0 = prev
@@ -290,8 +306,12 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         diameter = None
         if growing and m0 < target <= m:  # crossed the target while growing: interpolate in log-log
             diameter = accept(s0 * math.exp(math.log(s / s0) * math.log(target / m0) / math.log(m / m0)))
-        elif not growing and grew0 and target / BAND <= m0 < target:  # growth stopped just short of it
-            diameter = accept(s0 * target / m0)
+        elif not growing and grew0 and m0 is not None and m0 < target:  # growth stopped short of it
+            whole(s0, m0)
+            if m0 >= target / BAND:  # just short: the scale that would reach it
+                diameter = accept(s0 * target / m0)
+                if diameter is None and passes[-1][0] != s:  # rejected, but its nuclei may be whole and larger
+                    whole(passes[-1][0], passes[-1][1])
         if diameter is None and k == len(LADDER) - 1 and growing and target / BAND <= m < target:
             diameter = accept(s * target / m)  # still growing at the finest rung
         if diameter is not None and passes[-1][2] < CONFIDENT and unsure[passes[-1][0]] >= WEAK_UNSURE:
@@ -301,6 +321,9 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
             if passes[-1][2] >= CONFIDENT:
                 break
         prev = (s, m, growing)
+    if not found and stalled:  # the largest whole nuclei the UNet is sure of, at the scale it saw them
+        m, s, n = max(stalled)
+        return ScaleEstimate(s, m / s, target * s / m, n, "stalled", passes, time.perf_counter() - start)
     if not found:
         return ScaleEstimate(1.0, None, None, 0, "no nuclei", passes, time.perf_counter() - start)
     # Blobs of merged tiny nuclei and pieces of large ones both look like nuclei of the target size; the UNet is
