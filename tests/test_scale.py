@@ -261,4 +261,7 @@ def test_nuclei_cut_when_enlarged_are_segmented_where_whole(default_model, data_
     est = seg.scale_estimate
     assert est.reason == "stalled" and abs(big.settings["scale"] * 2 - 1) <= 0.15, est.passes
     assert "whole" in est.describe()
+    # the pass it chose saw nuclei the UNet is sure of; every pass reports its uncertainty
+    assert next(p[3] for p in est.passes if p[0] == big.settings["scale"]) <= scale_mod.STALL_SURE
+    assert all(len(p) == 4 for p in est.to_dict()["passes"])
     assert abs(big.n_nuclei - native.n_nuclei) <= max(2, 0.1 * native.n_nuclei), (big.n_nuclei, native.n_nuclei)

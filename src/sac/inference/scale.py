@@ -98,7 +98,8 @@ class ScaleEstimate:
     before snapping; ``n_nuclei``: nuclei measured in the accepted pass; ``reason``: ``estimated`` | ``snapped`` |
     ``native`` (the UNet is surer at scale 1) | ``stalled`` (no proposal accepted; the scale of the largest whole
     nuclei below the target, see ``STALL_SURE``) | ``no nuclei``; ``passes``: ``(trial scale, median diameter in model
-    pixels or None, nuclei)`` per UNet pass; ``seconds``: wall time of the estimate.
+    pixels or None, nuclei, the UNet's uncertainty or None)`` per UNet pass (None: skipped, too small);
+    ``seconds``: wall time of the estimate.
     """
 
     scale: float
@@ -106,7 +107,7 @@ class ScaleEstimate:
     raw_scale: float | None
     n_nuclei: int
     reason: str
-    passes: list[tuple[float, float | None, int]] = field(default_factory=list)
+    passes: list[tuple[float, float | None, int, float | None]] = field(default_factory=list)
     seconds: float = 0.0
 
     def describe(self) -> str:
@@ -126,7 +127,7 @@ class ScaleEstimate:
         """JSON-ready summary (``result.settings["scale_estimate"]``)."""
         return {"scale": self.scale, "reason": self.reason, "diameter": _round(self.diameter),
                 "raw_scale": _round(self.raw_scale), "n_nuclei": self.n_nuclei, "seconds": round(self.seconds, 3),
-                "passes": [[round(s, 4), _round(m), n] for s, m, n in self.passes]}
+                "passes": [[round(s, 4), _round(m), n, _round(u)] for s, m, n, u in self.passes]}
 
 
 def _round(x: float | None) -> float | None:
@@ -271,18 +272,18 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
     See the module docstring for the procedure; the result's ``scale`` is what to segment at.
     """
     start = time.perf_counter()
-    passes: list[tuple[float, float | None, int]] = []
+    passes: list[tuple[float, float | None, int, float | None]] = []
     H, W = source.shape
 
     unsure: dict[float, float] = {}
 
     def run(s: float, windows: int) -> float | None:
         if max(H, W) * s < MIN_SIDE:
-            passes.append((s, None, 0))
+            passes.append((s, None, 0, None))
             return None
         d, unsure[s] = measure(prompt_maps, source, s, tile=tile, input_size=input_size, max_windows=windows)
         m = float(np.median(d)) if len(d) >= MIN_NUCLEI else None
-        passes.append((s, m, len(d)))
+        passes.append((s, m, len(d), unsure[s]))
         return m
 
     def accept(s_star: float) -> float | None:
@@ -294,7 +295,7 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
     def whole(s: float, m: float | None) -> None:
         """Record a pass of whole nuclei below the target (``stalled``) when it qualifies."""
         if m is not None and target / BAND**2 <= m < target and unsure[s] <= STALL_SURE:
-            stalled.append((m, s, next(n for t, _, n in reversed(passes) if t == s)))
+            stalled.append((m, s, next(p[2] for p in reversed(passes) if p[0] == s)))
 
     prev: tuple[float, float | None, bool] = (0.0, None, False)  # (scale, median, reached by growing)
     found: list[tuple[float, int, float]] = []  # accepted proposals: (uncertainty, nuclei measured, diameter)
