@@ -59,6 +59,13 @@ def resample(image: np.ndarray, labels: np.ndarray, f: float) -> tuple[np.ndarra
     return img, lab
 
 
+def at_scale(base, scale):
+    """A Segmenter like ``base`` at ``scale``, sharing its engine (building an engine per scale costs a compile)."""
+    seg = copy.copy(base)
+    seg.cfg, seg._scale_memo, seg.scale_estimate = dataclasses.replace(base.cfg, scale=scale), None, None
+    return seg
+
+
 def items(args) -> list[tuple[str, Path, Path]]:
     root = Path(args.data_root)
     if args.dataset == "monuseg":
@@ -94,11 +101,8 @@ def main() -> None:
     segs = {"auto": base}
 
     def segmenter(scale):
-        """A Segmenter at ``scale`` sharing ``base``'s engine (building an engine per scale costs a compile)."""
         if scale not in segs:
-            seg = copy.copy(base)
-            seg.cfg, seg._scale_memo, seg.scale_estimate = dataclasses.replace(base.cfg, scale=scale), None, None
-            segs[scale] = seg
+            segs[scale] = at_scale(base, scale)
         return segs[scale]
 
     out = {"command": "python benchmarks/scale_auto.py " + " ".join(os.sys.argv[1:]), "dataset": args.dataset,

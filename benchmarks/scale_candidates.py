@@ -20,8 +20,6 @@ against auto and the gap to the oracle per factor.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import json
 import os
 import sys
@@ -71,9 +69,7 @@ def measure_all(args) -> None:
                 d, u = S.measure(seg0.engine.prompt_maps, src, s)
                 c = {"k": k, "scale": round(s, 4), "u": round(u, 4), "n": len(d)}
                 if u < max(args.taus) * u0 and len(d) >= S.MIN_NUCLEI:
-                    seg = copy.copy(seg0)
-                    seg.cfg, seg._scale_memo = dataclasses.replace(seg0.cfg, scale=s), None
-                    _, row = score_one(lab, seg.segment(src).labels)
+                    _, row = score_one(lab, SA.at_scale(seg0, s).segment(src).labels)
                     c.update({key: round(float(row[key]), 4) for key in SA.KEYS})
                 cands.append(c)
             out["rows"].append({"id": im["id"], "factor": float(f), "auto": {k: r["auto"][k] for k in

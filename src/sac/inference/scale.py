@@ -275,15 +275,16 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
     passes: list[tuple[float, float | None, int, float | None]] = []
     H, W = source.shape
 
-    unsure: dict[float, float] = {}
+    seen: dict[float, tuple[float, float | None, int, float]] = {}  # the last measured pass at each scale
 
     def run(s: float, windows: int) -> float | None:
         if max(H, W) * s < MIN_SIDE:
             passes.append((s, None, 0, None))
             return None
-        d, unsure[s] = measure(prompt_maps, source, s, tile=tile, input_size=input_size, max_windows=windows)
+        d, u = measure(prompt_maps, source, s, tile=tile, input_size=input_size, max_windows=windows)
         m = float(np.median(d)) if len(d) >= MIN_NUCLEI else None
-        passes.append((s, m, len(d), unsure[s]))
+        seen[s] = (s, m, len(d), u)
+        passes.append(seen[s])
         return m
 
     def accept(s_star: float) -> float | None:
@@ -292,10 +293,11 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         m = run(s_star, max_windows)
         return None if m is None or not target / ACCEPT_LOW <= m <= target * ACCEPT_HIGH else m / s_star
 
-    def whole(s: float, m: float | None) -> None:
-        """Record a pass of whole nuclei below the target (``stalled``) when it qualifies."""
-        if m is not None and target / BAND**2 <= m < target and unsure[s] <= STALL_SURE:
-            stalled.append((m, s, next(p[2] for p in reversed(passes) if p[0] == s)))
+    def whole(s: float) -> None:
+        """Record the pass at ``s`` as whole nuclei below the target (``stalled``) when it qualifies."""
+        _, m, n, u = seen.get(s, (s, None, 0, 1.0))
+        if m is not None and target / BAND**2 <= m < target and u <= STALL_SURE:
+            stalled.append((m, s, n))
 
     prev: tuple[float, float | None, bool] = (0.0, None, False)  # (scale, median, reached by growing)
     found: list[tuple[float, int, float]] = []  # accepted proposals: (uncertainty, nuclei measured, diameter)
@@ -308,17 +310,17 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
         if growing and m0 < target <= m:  # crossed the target while growing: interpolate in log-log
             diameter = accept(s0 * math.exp(math.log(s / s0) * math.log(target / m0) / math.log(m / m0)))
         elif not growing and grew0 and m0 is not None and m0 < target:  # growth stopped short of it
-            whole(s0, m0)
+            whole(s0)
             if m0 >= target / BAND:  # just short: the scale that would reach it
                 diameter = accept(s0 * target / m0)
                 if diameter is None and passes[-1][0] != s:  # rejected, but its nuclei may be whole and larger
-                    whole(passes[-1][0], passes[-1][1])
+                    whole(passes[-1][0])
         if diameter is None and k == len(LADDER) - 1 and growing and target / BAND <= m < target:
             diameter = accept(s * target / m)  # still growing at the finest rung
-        if diameter is not None and passes[-1][2] < CONFIDENT and unsure[passes[-1][0]] >= WEAK_UNSURE:
+        if diameter is not None and passes[-1][2] < CONFIDENT and passes[-1][3] >= WEAK_UNSURE:
             diameter = None  # a weak proposal the UNet is unsure of
         if diameter is not None:
-            found.append((unsure[passes[-1][0]], passes[-1][2], diameter))
+            found.append((passes[-1][3], passes[-1][2], diameter))
             if passes[-1][2] >= CONFIDENT:
                 break
         prev = (s, m, growing)
@@ -332,9 +334,9 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
     u, n_nuclei, diameter = min(found)
     chosen, reason = choose_scale(diameter, target)
     if NATIVE_RANGE[0] <= target / diameter < NATIVE_RANGE[1] and max(H, W) >= MIN_SIDE:
-        if 1.0 not in unsure:
+        if 1.0 not in seen:
             run(1.0, max_windows)
-        if unsure[1.0] < NATIVE_SURE * u:  # the model is clearly surer of the image as it is: leave it
+        if seen[1.0][3] < NATIVE_SURE * u:  # the model is clearly surer of the image as it is: leave it
             chosen, reason = 1.0, "native"
     return ScaleEstimate(chosen, diameter, target / diameter, n_nuclei, reason, passes,
                          time.perf_counter() - start)
