@@ -26,26 +26,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clicks_single import load_sets, plan  # noqa: E402
+from clicks_single import load_sets, plan, window  # noqa: E402
 from sac.atomic import atomic_write_text  # noqa: E402
 from sac.inference.api import build_model  # noqa: E402
 from sac.inference.editor import NEAR  # noqa: E402
+from sac.inference.tiling import Tile  # noqa: E402
 from sac.inference.windows import honour_clicks, pick_component  # noqa: E402
 
 INPUT = 256
 
 
-def centred(img: np.ndarray, x: int, y: int, side: int) -> tuple[np.ndarray, int, int, int, int]:
-    """``side x side`` region of ``img`` centred on (x, y), kept inside the image (reflect-padded where the image is
-    smaller) -> (region, x0, y0, valid height, valid width)."""
-    H, W = img.shape[:2]
-    x0 = max(0, min(round(x - side / 2), W - side)) if W >= side else 0
-    y0 = max(0, min(round(y - side / 2), H - side)) if H >= side else 0
-    reg = img[y0:y0 + side, x0:x0 + side]
-    h, w = reg.shape[:2]
-    if h < side or w < side:
-        reg = np.pad(reg, ((0, side - h), (0, side - w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
-    return reg, x0, y0, h, w
+def centred(height: int, width: int, x: int, y: int, side: int) -> Tile:
+    """The ``side`` px window centred on (x, y), shifted to stay inside a ``height x width`` image (clicks_single's
+    ``window`` reflect-pads it where the image is smaller)."""
+    x0 = max(0, min(round(x - side / 2), width - side)) if width >= side else 0
+    y0 = max(0, min(round(y - side / 2), height - side)) if height >= side else 0
+    return Tile(y0, x0, min(y0 + side, height), min(x0 + side, width), side)
 
 
 @torch.inference_mode()
@@ -53,8 +49,9 @@ def one_click(model, img: np.ndarray, lab: np.ndarray, job: dict, zoom: float) -
     """IoU with the job's nucleus of the head's raw mask and of the editor's first-click rule."""
     side = round(INPUT / zoom)
     x, y = job["click"]
-    reg, x0, y0, h, w = centred(img, x, y, side)
-    t = torch.from_numpy(np.ascontiguousarray(reg)).permute(2, 0, 1).float()[None] / 255.0
+    tile = centred(*img.shape[:2], x, y, side)
+    x0, y0, h, w = tile.x0, tile.y0, tile.y1 - tile.y0, tile.x1 - tile.x0
+    t = window(img, tile)[None]
     if side != INPUT:
         t = F.interpolate(t, size=(INPUT, INPUT), mode="bilinear", antialias=True, align_corners=False)
     emb, unet = model.encode(t), model.prompt_logits(t)
