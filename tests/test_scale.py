@@ -265,3 +265,22 @@ def test_nuclei_cut_when_enlarged_are_segmented_where_whole(default_model, data_
     assert next(p[3] for p in est.passes if p[0] == big.settings["scale"]) <= scale_mod.STALL_SURE
     assert all(len(p) == 4 for p in est.to_dict()["passes"])
     assert abs(big.n_nuclei - native.n_nuclei) <= max(2, 0.1 * native.n_nuclei), (big.n_nuclei, native.n_nuclei)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_cells_accepted_at_a_coarse_rung_lose_to_nuclei_at_a_finer_one(default_model, data_root):
+    """DSB val 54793624 at half size: a coarse rung measures its cells at the training size on 28 objects and is
+    accepted; the walk goes on to the ladder's end and its nuclei, which the UNet is surer of, win (the oracle scale
+    is 2; the cells' 0.41 scored Dice 0.13 instead of 0.87, docs/scale.md)."""
+    from sac.data.io import read_image
+    from sac.inference.reader import ArraySource
+
+    img = read_image(next((data_root / "dsb2018" / "val" / "images").glob("54793624*.png")))
+    seg = default_model.segmenter(InferenceConfig(engine="torch"))
+    s = seg.scale_for(ArraySource(cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)))
+    passes = seg.scale_estimate.passes
+    assert abs(s / 2 - 1) <= 0.15 and seg.scale_estimate.reason == "estimated", passes
+    target = seg.model.cfg.nucleus_diameter
+    cells = [p for p in passes if p[0] < 1 and p[1] is not None and abs(p[1] / target - 1) < 0.15 and p[2] >= 25]
+    assert cells, passes  # the coarse proposal is still measured and accepted, then outvoted

@@ -17,8 +17,9 @@ of the model (a 256 px pass costs a small fraction of the SAM encoder's):
 3. a proposal is accepted when a pass at that scale (``max_windows`` windows) measures a median within
    ``ACCEPT_LOW`` .. ``ACCEPT_HIGH`` of the target; its nuclei then have the training size, where the UNet measures
    best, and the image's diameter is ``m / s``. A rejected proposal (a blob of merged tiny nuclei looks like one
-   nucleus at a coarse rung) lets the walk go on, and so does one accepted on fewer than ``CONFIDENT`` nuclei;
-   of several accepted proposals the one where the UNet is least unsure (:func:`uncertainty`) wins;
+   nucleus at a coarse rung) lets the walk go on. The walk always runs to the end of the ladder, and of the accepted
+   proposals the one where the UNet is least unsure (:func:`uncertainty`) wins: cells of the training size at a
+   coarse rung are accepted too, but the UNet is surer of the real nuclei at a finer one;
 4. for nuclei somewhat larger than the snap range (``NATIVE_RANGE``), scale 1 is kept when the UNet is clearly
    surer of the image as it is (``NATIVE_SURE``): sizes the model was trained on at native size.
 
@@ -51,11 +52,10 @@ BAND = 1.6  # a pass whose growth stops at >= target / BAND (model px) proposes 
 # A proposed scale is accepted when its own pass measures within target / ACCEPT_LOW .. target * ACCEPT_HIGH; the low
 # side is tighter because the stalled regimes (blobs, pieces) measure below the target, never far above it.
 ACCEPT_LOW, ACCEPT_HIGH = 1.15, 1.3
-# An accepted proposal measured on fewer nuclei than this may be a few blobs of merged tiny nuclei at a coarse rung
-# (MoNuSeg TCGA-HE-7128 at half size: 11 blobs at scale 1/4): the walk goes on, and of the accepted proposals the
-# one the UNet is surest of (lowest ``uncertainty``) wins.
+# An accepted proposal measured on fewer nuclei than this is weak: it may be a few blobs of merged tiny nuclei at a
+# coarse rung (MoNuSeg TCGA-HE-7128 at half size: 11 blobs at scale 1/4) ...
 CONFIDENT = 25
-# ... and such a weak proposal is rejected outright when the UNet is this unsure of it (``uncertainty``): the sparse
+# ... and is rejected outright when the UNet is this unsure of it (``uncertainty``): the sparse
 # cytology image DSB 8f94a80b at native size measured 18.5 px at scale 0.19 on 23 "nuclei" (cells) with uncertainty
 # 0.72; the weak proposals that were right measured 0.38-0.42 (DSB's 53 px nuclei rescaled 2x, 8-11 nuclei) and 0.66
 # (DSB 54793624 rescaled 3x, 21 nuclei). Set between 0.66 and 0.72 on those images (docs/scale.md).
@@ -319,10 +319,10 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
             diameter = accept(s * target / m)  # still growing at the finest rung
         if diameter is not None and passes[-1][2] < CONFIDENT and passes[-1][3] >= WEAK_UNSURE:
             diameter = None  # a weak proposal the UNet is unsure of
+        # No early stop on an accepted proposal: DSB 54793624 at half size accepts its cells at 0.41 (28 objects,
+        # uncertainty 0.68) and, walking on, its nuclei at 1.9 (0.65), which win.
         if diameter is not None:
             found.append((passes[-1][3], passes[-1][2], diameter))
-            if passes[-1][2] >= CONFIDENT:
-                break
         prev = (s, m, growing)
     if not found and stalled:  # the largest whole nuclei the UNet is sure of, at the scale it saw them
         m, s, n = max(stalled)
