@@ -212,7 +212,7 @@ def test_tiny_dense_nuclei_are_not_taken_for_blobs(default_model, data_root):
     native = seg.scale_for(ArraySource(img))
     half = seg.scale_for(ArraySource(cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)))
     assert native > 1.5 and abs(half / (2 * native) - 1) <= 0.15, seg.scale_estimate.passes
-    assert seg.scale_estimate.n_nuclei >= scale_mod.CONFIDENT
+    assert seg.scale_estimate.n_nuclei >= scale_mod.FEW_NUCLEI
 
 
 @pytest.mark.slow
@@ -242,7 +242,7 @@ def test_weak_unsure_proposals_are_rejected_but_weak_sure_ones_kept(default_mode
     big = cv2.resize(image("ac782d2c"), None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
     s = seg.scale_for(ArraySource(big))
     est = seg.scale_estimate
-    assert est.reason == "estimated" and s < 0.3 and est.n_nuclei < scale_mod.CONFIDENT, est.passes
+    assert est.reason == "estimated" and s < 0.3 and est.n_nuclei < scale_mod.FEW_NUCLEI, est.passes
 
 
 @pytest.mark.slow

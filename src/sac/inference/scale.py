@@ -11,7 +11,7 @@ of the model (a 256 px pass costs a small fraction of the SAM encoder's):
    by a window border and take the median equivalent diameter ``m(s)`` (model pixels);
 2. walk the ladder ``LADDER`` (1/16 .. 4, doubling) from coarse to fine. While the UNet sees whole nuclei, ``m``
    grows with ``s``; too coarse, nuclei merge into blobs of a roughly constant size; too fine, they are cut into
-   pieces and ``m`` drops. The first rung where ``m`` crosses the target while growing (by at least ``GROWTH`` per
+   pieces and ``m`` drops. Each rung where ``m`` crosses the target while growing (by at least ``GROWTH`` per
    doubling) proposes the scale interpolated in log-log; so does a growing run that stops just short of the target
    (within ``BAND``);
 3. a proposal is accepted when a pass at that scale (``max_windows`` windows) measures a median within
@@ -54,7 +54,7 @@ BAND = 1.6  # a pass whose growth stops at >= target / BAND (model px) proposes 
 ACCEPT_LOW, ACCEPT_HIGH = 1.15, 1.3
 # An accepted proposal measured on fewer nuclei than this is weak: it may be a few blobs of merged tiny nuclei at a
 # coarse rung (MoNuSeg TCGA-HE-7128 at half size: 11 blobs at scale 1/4) ...
-CONFIDENT = 25
+FEW_NUCLEI = 25
 # ... and is rejected outright when the UNet is this unsure of it (``uncertainty``): the sparse
 # cytology image DSB 8f94a80b at native size measured 18.5 px at scale 0.19 on 23 "nuclei" (cells) with uncertainty
 # 0.72; the weak proposals that were right measured 0.38-0.42 (DSB's 53 px nuclei rescaled 2x, 8-11 nuclei) and 0.66
@@ -317,7 +317,7 @@ def estimate_scale(prompt_maps: PromptMaps, source, target: float, *, tile: int 
                     whole(passes[-1][0])
         if diameter is None and k == len(LADDER) - 1 and growing and target / BAND <= m < target:
             diameter = accept(s * target / m)  # still growing at the finest rung
-        if diameter is not None and passes[-1][2] < CONFIDENT and passes[-1][3] >= WEAK_UNSURE:
+        if diameter is not None and passes[-1][2] < FEW_NUCLEI and passes[-1][3] >= WEAK_UNSURE:
             diameter = None  # a weak proposal the UNet is unsure of
         # No early stop on an accepted proposal: DSB 54793624 at half size accepts its cells at 0.41 (28 objects,
         # uncertainty 0.68) and, walking on, its nuclei at 1.9 (0.65), which win.
