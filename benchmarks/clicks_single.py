@@ -57,6 +57,10 @@ ROWS = {  # row -> (model key, first prompt)
     # what Editor.add / box / refine return: the first decoded mask made to obey its clicks, then the piece under
     # them; the corrections threshold the mean of the decoder's and the UNet's logits first
     "head-click-product": ("head", "click", "product"), "head-box-product": ("head", "box", "product"),
+    # the box with a positive click at its centre, as the head was trained (a box always came with an inside click)
+    "head-boxc-product": ("head", "box-centre", "product"),
+    # ... and every correction kept inside the box grown to the positive clicks (the first mask only: "product")
+    "head-boxc-clip-product": ("head", "box-centre-clip", "product"),
     # ablations: the editor's rule without that mean, and with it from the first click on
     "head-click-editor": ("head", "click", "editor"), "head-click-fused": ("head", "click", "fused"),
 }
@@ -157,8 +161,13 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
         targets = [lab[tile.y0:tile.y1, tile.x0:tile.x1] == jobs[j]["id"] for j in idx]
         areas = [int(np.count_nonzero(lab[jobs[j]["slice"]] == jobs[j]["id"])) for j in idx]
         origin = np.array([tile.x0, tile.y0], np.float32)
-        pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] if first != "box" else [] for j in idx]
-        boxes = [np.array(jobs[j]["box"], np.float32) - np.tile(origin, 2) for j in idx] if first == "box" else None
+        boxes = [np.array(jobs[j]["box"], np.float32) - np.tile(origin, 2) for j in idx] if "box" in first else None
+        if first == "box":
+            pts = [[] for _ in idx]
+        elif first.startswith("box-centre"):
+            pts = [[((b[:2] + b[2:]) / 2, 1)] for b in boxes]
+        else:
+            pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] for j in idx]
         prev: list = [None] * len(idx)
         active = list(range(len(idx)))
         for r in range(CLICKS):
@@ -186,7 +195,12 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                 pred = (prev[p][0, :h, :w] > 0).numpy()
                 if post is not None:
                     rule = post if post != "product" else "editor" if r == 0 else "fused"
-                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w)
+                    inbox = None
+                    if boxes is not None and post == "product" and (r == 0 or first.endswith("clip")):
+                        pos = np.array([xy for xy, lb in pts[p] if lb == 1] or [boxes[p][:2]], np.float32)
+                        b = boxes[p]
+                        inbox = np.concatenate([np.minimum(b[:2], pos.min(0)), np.maximum(b[2:], pos.max(0))])
+                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w, inbox)
                 inter = np.count_nonzero(pred & targets[p])
                 ious[idx[p], r] = inter / (np.count_nonzero(pred) + areas[p] - inter)
                 click = correction_click(pred, targets[p])
@@ -199,13 +213,19 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
     return ious
 
 
-def editor_mask(logits: torch.Tensor, unet: torch.Tensor | None, clicks: list, post: str, h: int, w: int
-                ) -> np.ndarray:
-    """The editor's rule (scale 1: window pixels are model pixels) on one decoded mask ``logits [S, S]``."""
+def editor_mask(logits: torch.Tensor, unet: torch.Tensor | None, clicks: list, post: str, h: int, w: int,
+                box: np.ndarray | None = None) -> np.ndarray:
+    """The editor's rule (scale 1: window pixels are model pixels) on one decoded mask ``logits [S, S]``; with a
+    ``box`` ``(x0, y0, x1, y1)`` (inclusive window pixels), kept inside it as ``Editor.box`` does."""
     prob = None if unet is None else torch.sigmoid(unet[0, 0, :h, :w]).numpy()
     z = logits if post != "fused" or unet is None else (logits + unet[0, 0, :h, :w]) / 2
     pts = [(float(xy[0]), float(xy[1]), int(lb)) for xy, lb in clicks]
     mask = honour_clicks((z > 0).numpy(), pts, prob)
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        inside = np.zeros_like(mask)
+        inside[y0 : y1 + 1, x0 : x1 + 1] = True
+        mask &= inside
     seeds = [(x, y) for x, y, lb in pts if lb == 1]
     piece = pick_component(mask, seeds, NEAR) if seeds else largest_component(mask)
     return np.zeros((h, w), bool) if piece is None else piece

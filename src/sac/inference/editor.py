@@ -9,7 +9,8 @@ of the single-nucleus decoder (``engine.decode_object``), not of the image encod
 * ``remove(x, y)``: negative click, the instance under it is removed (on background: a no-op that says so).
 * ``refine(id, points)``: SAM-style iterative correction (mask prompt + all clicks); the result replaces the instance.
   Every decoded mask obeys its clicks (:func:`~sac.inference.windows.honour_clicks`).
-* ``box(x0, y0, x1, y1)``: the nucleus in a box; ``delete(id)``, ``merge(ids)``, ``split(id, points)``.
+* ``box(x0, y0, x1, y1)``: the nucleus in a box (box + a positive click at its centre, as the decoder was trained;
+  later refines keep the box); ``delete(id)``, ``merge(ids)``, ``split(id, points)``.
 * ``undo()`` / ``redo()`` restore the label image exactly (each edit stores the before/after labels of its bbox).
 
 Coordinates are image pixels, x = column, y = row. Ids stay stable while editing (new instances get fresh ids,
@@ -36,7 +37,7 @@ from sac.errors import SACError
 from sac.inference.history import Edit, LabelHistory
 from sac.inference.reader import ArraySource, open_image
 from sac.inference.segmenter import SegmentationResult, Segmenter
-from sac.inference.windows import WindowCache, honour_clicks, largest_component, pick_component
+from sac.inference.windows import WindowCache, honour_clicks, pick_component
 
 __all__ = ["Edit", "Editor"]
 
@@ -90,7 +91,7 @@ class Editor:
         self._h = LabelHistory(auto.labels, segmenter.cfg.min_area)
         self._labels = self._h.labels  # the same array, edited in place by the history
         self.min_area, self._edit_seconds = self._h.min_area, 0.0
-        self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks [k, 3], logits [S, S], area)
+        self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks [k, 3], logits, area, box)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
@@ -137,8 +138,8 @@ class Editor:
             if mask is None:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
-            return self._remember(self._put(tile, mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point),
-                                  new, tile, point, lg)
+            edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point)
+            return self._remember(edit, new, tile, point, lg)
 
     def remove(self, x, y) -> Edit:
         """Negative click: the instance under ``(x, y)`` is removed; on background nothing changes."""
@@ -147,7 +148,7 @@ class Editor:
             i = int(self._labels[round(y), round(x)])
             if i == 0:
                 return self._h.noop(f"remove ({x:g}, {y:g}): background, no nucleus to remove")
-            return self._erase([i], f"removed nucleus {i} at ({x:g}, {y:g})", np.array([[x, y, 0]], np.float32))
+            return self._h.erase([i], f"removed nucleus {i} at ({x:g}, {y:g})", np.array([[x, y, 0]], np.float32))
 
     def refine(self, instance, points) -> Edit:
         """More points ``[[x, y, label], ...]`` (label 1 nucleus / 0 not) on one instance, SAM-style: for an
@@ -161,7 +162,7 @@ class Editor:
             if memo is not None and memo[3] == self._h.areas[i] and all(
                     self.windows.clearance(memo[0], x, y, x, y) >= 0 for x, y, _ in pts):
                 tile, emb, allp = memo[0], self.windows.embedding(memo[0]), np.concatenate([memo[1], pts])
-                return self._refined(i, tile, emb, allp, memo[2].astype(np.float32), pts)
+                return self._refined(i, tile, emb, allp, memo[2].astype(np.float32), pts, memo[4])
             y0, x0, y1, x1 = self._h.bbox(i)
             inside = self._labels[y0:y1, x0:x1] == i
             dist = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
@@ -174,27 +175,32 @@ class Editor:
             self._check_fits(tile, lo, hi, f"refine: nucleus {i} and its points")
             return self._refined(i, tile, emb, allp, self._mask_logits(tile, i), pts)
 
-    def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray) -> Edit:
-        lg = self._decode(tile, emb, allp, mask_input=mask_input)
+    def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray,
+                 box: np.ndarray | None = None) -> Edit:
+        lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
         z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2  # refinements: mean with the UNet
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-        mask = pick_component(self._obeyed(tile, z, allp), seeds, NEAR / self.windows.f)
+        mask = self._obeyed(tile, z, allp) & (True if box is None else self._inside(tile, box, allp))
+        mask = pick_component(mask, seeds, NEAR / self.windows.f)
         if mask is None:
             return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
-        edit = self._put(tile, mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
-        return self._remember(edit, i, tile, allp, lg)
+        edit = self._h.place((tile.y0, tile.x0), mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
+        return self._remember(edit, i, tile, allp, lg, box)
 
-    def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray) -> Edit:
-        """Keep instance ``i``'s prompts and mask logits ``[S, S]`` (float16) for the next refine of it."""
+    def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray, box=None) -> Edit:
+        """Keep instance ``i``'s prompts (clicks, box corners or None) and mask logits ``[S, S]`` (float16) for the
+        next refine of it."""
         if edit.changed and i in self._h.areas:
-            self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i])
+            self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i], box)
             self._memo.move_to_end(i)
             while len(self._memo) > MEMO:
                 self._memo.popitem(last=False)
         return edit
 
     def box(self, x0, y0, x1, y1) -> Edit:
-        """The nucleus inside the box ``(x0, y0)``-``(x1, y1)`` (image pixels, any corner order) as a new instance."""
+        """The nucleus inside the box ``(x0, y0)``-``(x1, y1)`` (image pixels, any corner order) as a new instance:
+        the box and a positive click at its centre prompt (the decoder never saw a box without a click inside in
+        training; benchmarks/clicks_single.py, rows ``head-box*``), and the mask is kept inside the box."""
         with self._lock, self._timed():
             ax, ay = self._xy(x0, y0, "box")
             bx, by = self._xy(x1, y1, "box")
@@ -204,22 +210,22 @@ class Editor:
             tile, emb = self.windows.window_for(ax, ay, bx, by)
             self._check_fits(tile, (ax, ay), (bx, by), "box")
             corners = np.array([[ax, ay], [bx, by]], np.float32)
-            logits = self.windows.from_model(tile, self._decode(tile, emb, _NO_POINTS, box=corners,
-                                                                mask_input=self._unet_input(tile)))
-            inbox = np.zeros(logits.shape, bool)
-            inbox[round(ay) - tile.y0 : round(by) - tile.y0 + 1, round(ax) - tile.x0 : round(bx) - tile.x0 + 1] = True
-            mask = largest_component((logits > 0) & inbox)
+            centre = np.array([[(ax + bx) / 2, (ay + by) / 2, 1]], np.float32)
+            lg = self._decode(tile, emb, centre, box=corners, mask_input=self._unet_input(tile))
+            mask = pick_component(self._obeyed(tile, lg, centre) & self._inside(tile, corners, centre),
+                                  [tuple(centre[0, :2] - [tile.x0, tile.y0])], NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"box ({ax:g}, {ay:g})-({bx:g}, {by:g}): the model found no nucleus in it")
             new = self._h.fresh_id()
             pts = np.array([[ax, ay, 1], [bx, by, 1]], np.float32)
-            return self._put(tile, mask, new, None, f"added nucleus {new} from a box", pts)
+            edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} from a box", pts)
+            return self._remember(edit, new, tile, centre, lg, corners)
 
     # ------------------------------------------------------------------ instance operations
     def delete(self, instance) -> Edit:
         with self._lock, self._timed():
             i = self._id(instance, "delete")
-            return self._erase([i], f"deleted nucleus {i}", _NO_POINTS)
+            return self._h.erase([i], f"deleted nucleus {i}", _NO_POINTS)
 
     def merge(self, ids) -> Edit:
         """All pixels of ``ids`` (>= 1 known instance) become the smallest of them."""
@@ -343,6 +349,16 @@ class Editor:
         return honour_clicks(self.windows.from_model(tile, logits) > 0, points - [tile.x0, tile.y0, 0],
                              None if p is None else p[tile.y0 : tile.y1, tile.x0 : tile.x1])
 
+    def _inside(self, tile, corners: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Window mask ``bool [h, w]`` of the box ``corners [2, 2]`` (image pixels, inclusive) grown to hold the
+        positive ``points [N, 3]``: a boxed nucleus stays in its box unless a positive click says otherwise."""
+        pos = np.concatenate([corners, points[points[:, 2] == 1, :2]])
+        (x0, y0), (x1, y1) = np.minimum(corners[0], pos.min(0)), np.maximum(corners[1], pos.max(0))
+        inside = np.zeros((tile.y1 - tile.y0, tile.x1 - tile.x0), bool)
+        r0, r1, c0, c1 = round(y0) - tile.y0, round(y1) - tile.y0 + 1, round(x0) - tile.x0, round(x1) - tile.x0 + 1
+        inside[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
+        return inside
+
     def _mask_logits(self, tile, i: int) -> np.ndarray:
         """Instance ``i``'s current mask on ``tile``'s model grid as logits ``float32 [S, S]`` (+-6.9)."""
         p = np.clip(self.windows.model_map(tile, (self._labels == i).astype(np.float32)), MASK_EPS, 1 - MASK_EPS)
@@ -363,37 +379,3 @@ class Editor:
         logits, _ = self.engine.decode_object(emb[None].to(device, torch.float32), coords, labels, boxes=boxes,
                                               mask_input=masks)
         return logits[0, 0].float().cpu().numpy()
-
-    # ------------------------------------------------------------------ label updates
-    def _put(self, tile, mask: np.ndarray, new_id: int, clear_id: int | None, message: str, points) -> Edit:
-        """``mask bool [h, w]`` on ``tile``'s pixels becomes instance ``new_id`` (after instance ``clear_id`` is
-        cleared); the instances it overlapped lose those pixels and their small fragments."""
-        if mask.sum() < self.min_area:
-            return self._h.noop(f"{message}: the nucleus found is smaller than {self.min_area} px, not added")
-        ys, xs = np.nonzero(mask)
-        box = (tile.y0 + int(ys.min()), tile.x0 + int(xs.min()), tile.y0 + int(ys.max()) + 1,
-               tile.x0 + int(xs.max()) + 1)
-        sub = self._labels[box[0] : box[2], box[1] : box[3]]
-        inner = mask[box[0] - tile.y0 : box[2] - tile.y0, box[1] - tile.x0 : box[3] - tile.x0]
-        touched = {int(i) for i in np.unique(sub[inner])} - {0, new_id}
-        if clear_id is not None:
-            touched.add(clear_id)
-        y0, x0, y1, x1 = self._h.bbox_union(sorted(touched), extra=box)
-        patch = self._labels[y0:y1, x0:x1].copy()
-        if clear_id is not None:
-            patch[patch == clear_id] = 0
-        placed = np.zeros(patch.shape, bool)
-        ty0, tx0 = tile.y0 - y0, tile.x0 - x0  # tile origin in patch coordinates (may be negative)
-        r0, c0 = max(ty0, 0), max(tx0, 0)
-        r1, c1 = min(ty0 + mask.shape[0], y1 - y0), min(tx0 + mask.shape[1], x1 - x0)
-        placed[r0:r1, c0:c1] = mask[r0 - ty0 : r1 - ty0, c0 - tx0 : c1 - tx0]
-        patch[placed] = new_id
-        extra = [j for t in sorted(touched - {new_id}) for j in self._h.clean(patch, t)]
-        return self._h.commit((y0, x0, y1, x1), patch, message, [new_id, *extra], points)
-
-    def _erase(self, ids: list[int], message: str, points) -> Edit:
-        y0, x0, y1, x1 = self._h.bbox_union(ids)
-        patch = self._labels[y0:y1, x0:x1].copy()
-        patch[np.isin(patch, ids)] = 0
-        return self._h.commit((y0, x0, y1, x1), patch, message, list(ids), points)
-

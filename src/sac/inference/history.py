@@ -97,6 +97,40 @@ class LabelHistory:
     def noop(self, message: str) -> Edit:
         return Edit(False, message, [], None, self.n_nuclei)
 
+    def place(self, origin: tuple[int, int], mask: np.ndarray, new_id: int, clear_id: int | None, message: str,
+              points) -> Edit:
+        """``mask bool [h, w]`` with its top-left pixel at ``origin`` ``(y, x)`` becomes instance ``new_id`` (after
+        instance ``clear_id`` is cleared); the instances it overlapped lose those pixels and their small fragments."""
+        if mask.sum() < self.min_area:
+            return self.noop(f"{message}: the nucleus found is smaller than {self.min_area} px, not added")
+        oy, ox = origin
+        ys, xs = np.nonzero(mask)
+        box = (oy + int(ys.min()), ox + int(xs.min()), oy + int(ys.max()) + 1, ox + int(xs.max()) + 1)
+        sub = self.labels[box[0] : box[2], box[1] : box[3]]
+        inner = mask[box[0] - oy : box[2] - oy, box[1] - ox : box[3] - ox]
+        touched = {int(i) for i in np.unique(sub[inner])} - {0, new_id}
+        if clear_id is not None:
+            touched.add(clear_id)
+        y0, x0, y1, x1 = self.bbox_union(sorted(touched), extra=box)
+        patch = self.labels[y0:y1, x0:x1].copy()
+        if clear_id is not None:
+            patch[patch == clear_id] = 0
+        placed = np.zeros(patch.shape, bool)
+        ty0, tx0 = oy - y0, ox - x0  # mask origin in patch coordinates (may be negative)
+        r0, c0 = max(ty0, 0), max(tx0, 0)
+        r1, c1 = min(ty0 + mask.shape[0], y1 - y0), min(tx0 + mask.shape[1], x1 - x0)
+        placed[r0:r1, c0:c1] = mask[r0 - ty0 : r1 - ty0, c0 - tx0 : c1 - tx0]
+        patch[placed] = new_id
+        extra = [j for t in sorted(touched - {new_id}) for j in self.clean(patch, t)]
+        return self.commit((y0, x0, y1, x1), patch, message, [new_id, *extra], points)
+
+    def erase(self, ids: list[int], message: str, points) -> Edit:
+        """Instances ``ids`` become background."""
+        y0, x0, y1, x1 = self.bbox_union(ids)
+        patch = self.labels[y0:y1, x0:x1].copy()
+        patch[np.isin(patch, ids)] = 0
+        return self.commit((y0, x0, y1, x1), patch, message, list(ids), points)
+
     def commit(self, bbox, patch: np.ndarray, message: str, ids: list[int], points: np.ndarray) -> Edit:
         """Replace the labels of ``bbox`` by ``patch``; a no-op Edit if nothing changes."""
         y0, x0, y1, x1 = bbox
