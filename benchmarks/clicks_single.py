@@ -61,6 +61,8 @@ ROWS = {  # row -> (model key, first prompt)
     "head-boxc-product": ("head", "box-centre", "product"),
     # ... and every correction kept inside the box grown to the positive clicks (the first mask only: "product")
     "head-boxc-clip-product": ("head", "box-centre-clip", "product"),
+    # the product's click path: corrections kept inside the first mask's box grown to the positive clicks
+    "head-click-clip-product": ("head", "click-clip", "product"),
     # ablations: the editor's rule without that mean, and with it from the first click on
     "head-click-editor": ("head", "click", "editor"), "head-click-fused": ("head", "click", "fused"),
 }
@@ -169,6 +171,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
         else:
             pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] for j in idx]
         prev: list = [None] * len(idx)
+        firstbox: list = [None] * len(idx)
         active = list(range(len(idx)))
         for r in range(CLICKS):
             for c0 in range(0, len(active), CHUNK):
@@ -200,7 +203,14 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                         pos = np.array([xy for xy, lb in pts[p] if lb == 1] or [boxes[p][:2]], np.float32)
                         b = boxes[p]
                         inbox = np.concatenate([np.minimum(b[:2], pos.min(0)), np.maximum(b[2:], pos.max(0))])
+                    if first == "click-clip" and r > 0 and firstbox[p] is not None:
+                        pos = np.array([xy for xy, lb in pts[p] if lb == 1], np.float32)
+                        b = firstbox[p]
+                        inbox = np.concatenate([np.minimum(b[:2], pos.min(0)), np.maximum(b[2:], pos.max(0))])
                     pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w, inbox)
+                    if r == 0 and pred.any():
+                        yy, xx = np.nonzero(pred)
+                        firstbox[p] = np.array([xx.min(), yy.min(), xx.max(), yy.max()], np.float32)
                 inter = np.count_nonzero(pred & targets[p])
                 ious[idx[p], r] = inter / (np.count_nonzero(pred) + areas[p] - inter)
                 click = correction_click(pred, targets[p])

@@ -190,6 +190,18 @@ def test_box_keeps_the_mask_inside_the_box(tiny, crop):
     assert xs.max() == 112 and xs.min() >= 95 and ys.min() >= 95 and ys.max() <= 105
 
 
+def test_corrections_of_a_clicked_nucleus_stay_in_its_first_box(tiny, crop):
+    ed = disc_editor(tiny, crop, radius=8)
+    i = ed.add(100, 100).ids[0]
+    ys, xs = np.nonzero(ed.labels == i)
+    box = (xs.min(), xs.max(), ys.min(), ys.max())
+    ed.refine(i, [[104, 100, 1]])  # a disc at (102, 100): 2 px beyond the first mask's box on the right, clipped
+    ys, xs = np.nonzero(ed.labels == i)
+    assert xs.max() == box[1] and xs.min() > box[0] and (ys.min(), ys.max()) == box[2:]
+    ed.refine(i, [[115, 100, 1]])  # a positive click outside the box grows it
+    assert np.nonzero(ed.labels == i)[1].max() == 115
+
+
 def test_refine_reuses_the_clicks_and_logits_of_the_instance_it_decoded(tiny, crop):
     ed = disc_editor(tiny, crop, radius=8)
     i = ed.add(100, 100).ids[0]

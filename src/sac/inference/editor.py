@@ -91,7 +91,7 @@ class Editor:
         self._h = LabelHistory(auto.labels, segmenter.cfg.min_area)
         self._labels = self._h.labels  # the same array, edited in place by the history
         self.min_area, self._edit_seconds = self._h.min_area, 0.0
-        self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks [k, 3], logits, area, box)
+        self._memo: OrderedDict[int, tuple] = OrderedDict()  # id -> (tile, clicks, logits, area, box, clip box)
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
@@ -139,7 +139,9 @@ class Editor:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
             edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point)
-            return self._remember(edit, new, tile, point, lg)
+            ys, xs = np.nonzero(mask)  # its corrections stay in this first mask's box grown to their positive clicks
+            first = np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float32) + [tile.x0, tile.y0]
+            return self._remember(edit, new, tile, point, lg, clip=first)
 
     def remove(self, x, y) -> Edit:
         """Negative click: the instance under ``(x, y)`` is removed; on background nothing changes."""
@@ -162,7 +164,7 @@ class Editor:
             if memo is not None and memo[3] == self._h.areas[i] and all(
                     self.windows.clearance(memo[0], x, y, x, y) >= 0 for x, y, _ in pts):
                 tile, emb, allp = memo[0], self.windows.embedding(memo[0]), np.concatenate([memo[1], pts])
-                return self._refined(i, tile, emb, allp, memo[2].astype(np.float32), pts, memo[4])
+                return self._refined(i, tile, emb, allp, memo[2].astype(np.float32), pts, memo[4], memo[5])
             y0, x0, y1, x1 = self._h.bbox(i)
             inside = self._labels[y0:y1, x0:x1] == i
             dist = ndi.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
@@ -176,22 +178,23 @@ class Editor:
             return self._refined(i, tile, emb, allp, self._mask_logits(tile, i), pts)
 
     def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray,
-                 box: np.ndarray | None = None) -> Edit:
+                 box: np.ndarray | None = None, clip: np.ndarray | None = None) -> Edit:
         lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
         z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2  # refinements: mean with the UNet
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-        mask = self._obeyed(tile, z, allp) & (True if box is None else self._inside(tile, box, allp))
+        mask = self._obeyed(tile, z, allp) & (True if clip is None else self._inside(tile, clip, allp))
         mask = pick_component(mask, seeds, NEAR / self.windows.f)
         if mask is None:
             return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
         edit = self._h.place((tile.y0, tile.x0), mask, i, i, f"refined nucleus {i} with {len(pts)} point(s)", pts)
-        return self._remember(edit, i, tile, allp, lg, box)
+        return self._remember(edit, i, tile, allp, lg, box, clip)
 
-    def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray, box=None) -> Edit:
-        """Keep instance ``i``'s prompts (clicks, box corners or None) and mask logits ``[S, S]`` (float16) for the
-        next refine of it."""
+    def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray, box=None, clip=None
+                  ) -> Edit:
+        """Keep instance ``i``'s prompts (clicks, box corners or None), mask logits ``[S, S]`` (float16) and the box
+        its corrections stay in (corners or None) for the next refine of it."""
         if edit.changed and i in self._h.areas:
-            self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i], box)
+            self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i], box, clip)
             self._memo.move_to_end(i)
             while len(self._memo) > MEMO:
                 self._memo.popitem(last=False)
@@ -219,7 +222,7 @@ class Editor:
             new = self._h.fresh_id()
             pts = np.array([[ax, ay, 1], [bx, by, 1]], np.float32)
             edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} from a box", pts)
-            return self._remember(edit, new, tile, centre, lg, corners)
+            return self._remember(edit, new, tile, centre, lg, corners, corners)
 
     # ------------------------------------------------------------------ instance operations
     def delete(self, instance) -> Edit:
