@@ -45,7 +45,7 @@ from sac.evaluation.clicks import box_of, correction_click, interior_point
 from sac.inference.api import build_model
 from sac.inference.editor import NEAR
 from sac.inference.tiling import Tile, make_tiles
-from sac.inference.windows import honour_clicks, largest_component, pick_component
+from sac.inference.windows import box_mask, honour_clicks, largest_component, pick_component
 
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
@@ -171,7 +171,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
         else:
             pts = [[(np.array(jobs[j]["click"], np.float32) - origin, 1)] for j in idx]
         prev: list = [None] * len(idx)
-        firstbox: list = [None] * len(idx)
+        clip = list(boxes) if boxes is not None else [None] * len(idx)  # the box the product keeps a mask in
         active = list(range(len(idx)))
         for r in range(CLICKS):
             for c0 in range(0, len(active), CHUNK):
@@ -198,19 +198,11 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                 pred = (prev[p][0, :h, :w] > 0).numpy()
                 if post is not None:
                     rule = post if post != "product" else "editor" if r == 0 else "fused"
-                    inbox = None
-                    if boxes is not None and post == "product" and (r == 0 or first.endswith("clip")):
-                        pos = np.array([xy for xy, lb in pts[p] if lb == 1] or [boxes[p][:2]], np.float32)
-                        b = boxes[p]
-                        inbox = np.concatenate([np.minimum(b[:2], pos.min(0)), np.maximum(b[2:], pos.max(0))])
-                    if first == "click-clip" and r > 0 and firstbox[p] is not None:
-                        pos = np.array([xy for xy, lb in pts[p] if lb == 1], np.float32)
-                        b = firstbox[p]
-                        inbox = np.concatenate([np.minimum(b[:2], pos.min(0)), np.maximum(b[2:], pos.max(0))])
-                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w, inbox)
-                    if r == 0 and pred.any():
+                    kept = post == "product" and (r == 0 or first.endswith("clip"))
+                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w, clip[p] if kept else None)
+                    if first == "click-clip" and r == 0 and pred.any():  # corrections stay in the first mask's box
                         yy, xx = np.nonzero(pred)
-                        firstbox[p] = np.array([xx.min(), yy.min(), xx.max(), yy.max()], np.float32)
+                        clip[p] = np.array([xx.min(), yy.min(), xx.max(), yy.max()], np.float32)
                 inter = np.count_nonzero(pred & targets[p])
                 ious[idx[p], r] = inter / (np.count_nonzero(pred) + areas[p] - inter)
                 click = correction_click(pred, targets[p])
@@ -226,16 +218,14 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
 def editor_mask(logits: torch.Tensor, unet: torch.Tensor | None, clicks: list, post: str, h: int, w: int,
                 box: np.ndarray | None = None) -> np.ndarray:
     """The editor's rule (scale 1: window pixels are model pixels) on one decoded mask ``logits [S, S]``; with a
-    ``box`` ``(x0, y0, x1, y1)`` (inclusive window pixels), kept inside it as ``Editor.box`` does."""
+    ``box`` ``(x0, y0, x1, y1)`` (inclusive window pixels), kept inside it grown to the positive clicks, as
+    :class:`~sac.inference.editor.Editor` does (``box_mask``)."""
     prob = None if unet is None else torch.sigmoid(unet[0, 0, :h, :w]).numpy()
     z = logits if post != "fused" or unet is None else (logits + unet[0, 0, :h, :w]) / 2
     pts = [(float(xy[0]), float(xy[1]), int(lb)) for xy, lb in clicks]
     mask = honour_clicks((z > 0).numpy(), pts, prob)
     if box is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        inside = np.zeros_like(mask)
-        inside[y0 : y1 + 1, x0 : x1 + 1] = True
-        mask &= inside
+        mask &= box_mask(mask.shape, box, pts)
     seeds = [(x, y) for x, y, lb in pts if lb == 1]
     piece = pick_component(mask, seeds, NEAR) if seeds else largest_component(mask)
     return np.zeros((h, w), bool) if piece is None else piece

@@ -48,6 +48,8 @@ def monotone_bound(d: np.ndarray, factors: tuple[float, ...]) -> dict:
     n = len(d)
     # counts for thresholds b0 (index i) <= b1 (j) <= b2 (k); factors in increasing order
     assert list(factors) == sorted(factors) and len(factors) == 4
+    # the premise: each factor's window 1/f within TOLERANCE lies apart from the next factor's
+    assert all((1 - TOLERANCE) / f > (1 + TOLERANCE) / g for f, g in zip(factors, factors[1:], strict=False))
     i, j, k = np.meshgrid(np.arange(len(cand)), np.arange(len(cand)), np.arange(len(cand)), indexing="ij",
                           sparse=True)
     counts = np.stack(np.broadcast_arrays(below[0][i], below[1][j] - below[1][i], below[2][k] - below[2][j],

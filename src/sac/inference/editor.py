@@ -37,7 +37,7 @@ from sac.errors import SACError
 from sac.inference.history import Edit, LabelHistory
 from sac.inference.reader import ArraySource, open_image
 from sac.inference.segmenter import SegmentationResult, Segmenter
-from sac.inference.windows import WindowCache, honour_clicks, pick_component
+from sac.inference.windows import WindowCache, box_mask, honour_clicks, pick_component
 
 __all__ = ["Edit", "Editor"]
 
@@ -139,8 +139,8 @@ class Editor:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
             edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} at ({x:g}, {y:g})", point)
-            ys, xs = np.nonzero(mask)  # its corrections stay in this first mask's box grown to their positive clicks
-            first = np.array([[xs.min(), ys.min()], [xs.max(), ys.max()]], np.float32) + [tile.x0, tile.y0]
+            ys, xs = np.nonzero(mask)  # its corrections stay in this first mask's box (box_mask)
+            first = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32) + [tile.x0, tile.y0] * 2
             return self._remember(edit, new, tile, point, lg, clip=first)
 
     def remove(self, x, y) -> Edit:
@@ -182,7 +182,9 @@ class Editor:
         lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
         z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2  # refinements: mean with the UNet
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
-        mask = self._obeyed(tile, z, allp) & (True if clip is None else self._inside(tile, clip, allp))
+        mask = self._obeyed(tile, z, allp)
+        if clip is not None:
+            mask &= self._inside(tile, clip, allp)
         mask = pick_component(mask, seeds, NEAR / self.windows.f)
         if mask is None:
             return self._h.noop(f"refine {i}: the model found no nucleus; use delete to remove it")
@@ -192,7 +194,7 @@ class Editor:
     def _remember(self, edit: Edit, i: int, tile, clicks: np.ndarray, logits: np.ndarray, box=None, clip=None
                   ) -> Edit:
         """Keep instance ``i``'s prompts (clicks, box corners or None), mask logits ``[S, S]`` (float16) and the box
-        its corrections stay in (corners or None) for the next refine of it."""
+        ``(x0, y0, x1, y1)`` its corrections stay in (or None) for the next refine of it."""
         if edit.changed and i in self._h.areas:
             self._memo[i] = (tile, clicks, logits.astype(np.float16), self._h.areas[i], box, clip)
             self._memo.move_to_end(i)
@@ -215,14 +217,14 @@ class Editor:
             corners = np.array([[ax, ay], [bx, by]], np.float32)
             centre = np.array([[(ax + bx) / 2, (ay + by) / 2, 1]], np.float32)
             lg = self._decode(tile, emb, centre, box=corners, mask_input=self._unet_input(tile))
-            mask = pick_component(self._obeyed(tile, lg, centre) & self._inside(tile, corners, centre),
+            mask = pick_component(self._obeyed(tile, lg, centre) & self._inside(tile, corners.ravel(), centre),
                                   [tuple(centre[0, :2] - [tile.x0, tile.y0])], NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"box ({ax:g}, {ay:g})-({bx:g}, {by:g}): the model found no nucleus in it")
             new = self._h.fresh_id()
             pts = np.array([[ax, ay, 1], [bx, by, 1]], np.float32)
             edit = self._h.place((tile.y0, tile.x0), mask, new, None, f"added nucleus {new} from a box", pts)
-            return self._remember(edit, new, tile, centre, lg, corners, corners)
+            return self._remember(edit, new, tile, centre, lg, corners, corners.ravel())
 
     # ------------------------------------------------------------------ instance operations
     def delete(self, instance) -> Edit:
@@ -352,15 +354,11 @@ class Editor:
         return honour_clicks(self.windows.from_model(tile, logits) > 0, points - [tile.x0, tile.y0, 0],
                              None if p is None else p[tile.y0 : tile.y1, tile.x0 : tile.x1])
 
-    def _inside(self, tile, corners: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Window mask ``bool [h, w]`` of the box ``corners [2, 2]`` (image pixels, inclusive) grown to hold the
-        positive ``points [N, 3]``: a boxed nucleus stays in its box unless a positive click says otherwise."""
-        pos = np.concatenate([corners, points[points[:, 2] == 1, :2]])
-        (x0, y0), (x1, y1) = np.minimum(corners[0], pos.min(0)), np.maximum(corners[1], pos.max(0))
-        inside = np.zeros((tile.y1 - tile.y0, tile.x1 - tile.x0), bool)
-        r0, r1, c0, c1 = round(y0) - tile.y0, round(y1) - tile.y0 + 1, round(x0) - tile.x0, round(x1) - tile.x0 + 1
-        inside[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = True
-        return inside
+    def _inside(self, tile, box: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """:func:`box_mask` on ``tile``'s pixels of ``box [4]`` ``(x0, y0, x1, y1)`` and ``points [N, 3]`` (image
+        pixels)."""
+        return box_mask((tile.y1 - tile.y0, tile.x1 - tile.x0), box - [tile.x0, tile.y0] * 2,
+                        points - [tile.x0, tile.y0, 0])
 
     def _mask_logits(self, tile, i: int) -> np.ndarray:
         """Instance ``i``'s current mask on ``tile``'s model grid as logits ``float32 [S, S]`` (+-6.9)."""

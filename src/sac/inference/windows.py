@@ -111,6 +111,18 @@ def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: flo
     return out
 
 
+def box_mask(shape: tuple[int, int], box, clicks) -> np.ndarray:
+    """``bool [h, w]``: the box ``(x0, y0, x1, y1)`` (window pixels, inclusive) grown to hold the positive clicks
+    ``[(x, y, label), ...]``. A boxed nucleus, or the corrections of a clicked one (its first mask's box), stay in
+    it unless a positive click says otherwise: the corrections' fused mask otherwise spreads into neighbours
+    (docs/results.md)."""
+    pos = np.array([(x, y) for x, y, lab in clicks if lab == 1] + [box[:2], box[2:]], np.float64)
+    (x0, y0), (x1, y1) = pos.min(0), pos.max(0)
+    out = np.zeros(shape, bool)
+    out[max(round(y0), 0) : max(round(y1) + 1, 0), max(round(x0), 0) : max(round(x1) + 1, 0)] = True
+    return out
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray | None:
     """The largest 8-connected piece of ``mask bool [h, w]`` (None if empty)."""
     lab, n = ndi.label(mask, structure=_EIGHT)
