@@ -52,6 +52,7 @@ def ruler(mask: np.ndarray) -> tuple[float, float]:
 @torch.inference_mode()
 def bound_set(model, images, jobs: list[dict]) -> dict[str, np.ndarray]:
     wins = Windows(model, images)
+    nearest: dict = {}  # (image, tile) -> id of the ground-truth nucleus nearest to each window pixel
     out: dict[str, list] = {k: [] for k in ("head", "head_separated", "head_separated_best_threshold",
                                             "unet_separated", "gt_grown_1px", "gt_shrunk_1px")}
     for job in jobs:
@@ -63,8 +64,10 @@ def bound_set(model, images, jobs: list[dict]) -> dict[str, np.ndarray]:
         target = crop == job["id"]
         whole = lab[job["slice"]] == job["id"]
         area = int(np.count_nonzero(whole))
-        _, (iy, ix) = ndi.distance_transform_edt(crop == 0, return_indices=True)
-        cell = crop[iy, ix] == job["id"]  # every window pixel goes to its nearest ground-truth nucleus
+        if (k, tile) not in nearest:
+            _, (iy, ix) = ndi.distance_transform_edt(crop == 0, return_indices=True)
+            nearest[(k, tile)] = crop[iy, ix]
+        cell = nearest[(k, tile)] == job["id"]  # the window pixels nearer to this nucleus than to any other
         xy = np.array([job["click"][0] - tile.x0, job["click"][1] - tile.y0], np.float32)
         logits, _ = model.decode_object(emb, torch.from_numpy(xy)[None, None], torch.ones(1, 1, dtype=torch.long),
                                         None, unet)
