@@ -113,10 +113,11 @@ def training_images(which: str) -> list:
     return rgb([(i, read_image(p), read_labels(q).astype(np.int32)) for i, p, q in pairs])
 
 
-def decode(model, emb, unet, pts: list, prev):
+def decode(model, emb, unet, pts: list, prev, box: np.ndarray | None = None):
     coords = torch.from_numpy(np.stack([q[0] for q in pts]))[None]
     labels = torch.tensor([[q[1] for q in pts]], dtype=torch.long)
-    logits, _ = model.decode_object(emb, coords, labels, None, unet if prev is None else prev[None])
+    boxes = None if box is None else torch.from_numpy(box)[None]
+    logits, _ = model.decode_object(emb, coords, labels, boxes, unet if prev is None else prev[None])
     return logits[0]
 
 
@@ -224,13 +225,15 @@ def evaluate(args) -> None:
             origin = np.array([tile.x0, tile.y0], np.float32)
             target = images[k][2][tile.y0:tile.y1, tile.x0:tile.x1] == job["id"]
             area = int(np.count_nonzero(images[k][2][job["slice"]] == job["id"]))
-            x0, y0 = crop_at(*(np.array(job["click"]) - origin), EVAL_CROP, h, w)
-            sl = (slice(y0, y0 + EVAL_CROP), slice(x0, x0 + EVAL_CROP))
             win = images[k][1][tile.y0:tile.y1, tile.x0:tile.x1][..., :3]
+            box = np.array(job["box"], np.float32) - np.tile(origin, 2) if args.first == "box" else None
+            first = np.array(job["click"], np.float32) - origin if box is None else (box[:2] + box[2:]) / 2
+            x0, y0 = crop_at(*first, EVAL_CROP, h, w)  # the refined crop is centred on the first click
+            sl = (slice(y0, y0 + EVAL_CROP), slice(x0, x0 + EVAL_CROP))
             for m, iou in ious.items():
-                pts, prev, clip = [(np.array(job["click"], np.float32) - origin, 1)], None, None
+                pts, prev, clip = [(first, 1)], None, box
                 for r in range(ROUNDS):
-                    prev = decode(model, emb, unet, pts, prev)
+                    prev = decode(model, emb, unet, pts, prev, box)
                     z = prev[0, :h, :w]
                     if m == "product":
                         pred = editor_mask(z, unet, pts, "editor" if r == 0 else "fused", h, w, clip)
@@ -240,7 +243,7 @@ def evaluate(args) -> None:
                                      [(q[0][0] - x0, q[0][1] - y0, q[1]) for q in pts])
                         zz[sl] = net(torch.from_numpy(f)[None], z[sl][None, None].clamp(-20, 20))[0, 0]
                         pred = editor_mask(zz, unet, pts, "editor", h, w, clip)
-                    if r == 0 and pred.any():
+                    if r == 0 and pred.any() and box is None:
                         yy, xx = np.nonzero(pred)
                         clip = np.array([xx.min(), yy.min(), xx.max(), yy.max()], np.float32)
                     inter = np.count_nonzero(pred & target)
@@ -253,7 +256,8 @@ def evaluate(args) -> None:
         result["sets"][name] = {"n_nuclei": len(jobs), **{
             m: {f"iou@{c + 1}": round(float(v), 4) for c, v in enumerate(a.mean(0))} for m, a in ious.items()}}
         print(name, result["sets"][name], flush=True)
-    result["command"] = f"benchmarks/click_refiner.py eval --per-set {args.per_set} --seed {args.seed}"
+    result["command"] = (f"benchmarks/click_refiner.py eval --per-set {args.per_set} --seed {args.seed} "
+                         f"--first {args.first}")
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
 
 
@@ -277,6 +281,9 @@ def main() -> None:
     e.add_argument("--weights", required=True)
     e.add_argument("--per-set", type=int, default=200)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--first", choices=("click", "box"), default="click",
+                   help="first prompt: a click, or the nucleus's box + a click at its centre, the masks kept in the "
+                        "box (clicks_single row head-boxc-clip-product)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", default=str(Path(__file__).parent / "results" / "click_refiner.json"))
     args = ap.parse_args()
