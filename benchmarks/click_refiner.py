@@ -171,7 +171,6 @@ def gen(args) -> None:
 
 
 def train(args) -> None:
-    torch.set_num_threads(args.threads)
     data = [np.load(f) for f in args.data]
     X = np.concatenate([np.stack([features(*a) for a in zip(d["img"], d["z"], d["unet"], d["clicks"], strict=True)])
                         for d in data])
@@ -208,7 +207,6 @@ def train(args) -> None:
 
 @torch.inference_mode()
 def evaluate(args) -> None:
-    torch.set_num_threads(args.threads)
     sets = {k: rgb(v) for k, v in load_sets(DATA).items()}
     model = build_model("default")[0].eval()
     net = Refiner()
