@@ -1,10 +1,12 @@
-"""Probe (issue 11): can a small full-resolution CNN sharpen the interactive head's masks? Not in the product.
+"""The click refiner's offline recipe (issue 11): the samples, the training and the evaluation that made the bundled
+default's ``SAC.refiner`` (r2 below).
 
 The interactive head decodes a nucleus from SAM's 64 x 64 token grid (4 model pixels per token), and
-``benchmarks/click_bound.py`` shows its boundaries limit one click on MoNuSeg. This probe trains a small UNet
-(:class:`Refiner`, 0.39M parameters) that sees the image at full resolution with the head's logits, the UNet's logits
-and the clicks, and outputs corrected logits (``head logits + delta``; the last layer starts at zero, so an untrained
-refiner returns the head's mask). Three steps:
+``benchmarks/click_bound.py`` shows its boundaries limit one click on MoNuSeg. The click refiner
+(:class:`~sac.models.refiner.ClickRefiner`, 0.39M parameters) sees the image at full resolution with the head's
+logits, the UNet's logits and the clicks, and outputs corrected logits (``head logits + delta``; the last layer starts
+at zero, so an untrained refiner returns the head's mask). Three steps (``sac train --variant refiner`` is the
+library's online alternative, docs/training.md):
 
 1. ``gen``: on training images only (the 24 MoNuSeg images outside the hold-out, DSB train), ``--windows`` seeded
    256 px grid windows, up to ``--per-window`` nuclei each; for each nucleus the protocol of ``clicks_single.py``
@@ -14,9 +16,10 @@ refiner returns the head's mask). Three steps:
 2. ``train``: random 64 px sub-crops, the 8 flips / rotations, BCE + Dice against the nucleus, AdamW, batch 16, for
    ``--minutes`` (wall clock); ``--init`` continues a run. Weights saved as safetensors.
 3. ``eval``: the 200 seeded nuclei per set of ``clicks_single.py`` (MoNuSeg hold-out, DSB val), 3 clicks, each
-   method driving its own correction clicks: ``product`` (the editor's rule, row ``head-click-clip-product``) and
-   ``refiner`` (the refiner run on a 128 px crop around the first click, then the editor's rule without the UNet
-   mean, corrections kept in the first mask's box as the product does). Mean IoU with the nucleus after 1, 2, 3.
+   method driving its own correction clicks: ``product`` (the head alone with the editor's rule before the refiner,
+   row ``head-click-clip-product`` of a model without one) and ``refiner`` (the ``--weights`` refiner run on a 128 px
+   crop around the first click, then the editor's rule without the UNet mean, corrections kept in the first mask's
+   box, as the editor does with a refiner). Mean IoU with the nucleus after 1, 2, 3.
 
     .venv/bin/python benchmarks/click_refiner.py gen --set monuseg_train --windows 120 --per-window 25 --out mon.npz
     .venv/bin/python benchmarks/click_refiner.py gen --set dsb_train --windows 220 --per-window 15 --out dsb.npz
@@ -38,7 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clicks_single import MONUSEG_VAL, Windows, editor_mask, load_sets, plan  # noqa: E402
@@ -46,59 +48,19 @@ from sac.atomic import atomic_write_text  # noqa: E402
 from sac.data.io import list_pairs, read_image, read_labels  # noqa: E402
 from sac.evaluation.clicks import correction_click  # noqa: E402
 from sac.inference.api import build_model  # noqa: E402
+from sac.models.refiner import CROP, ClickRefiner, crop_origin, refiner_inputs  # noqa: E402
 
-GEN_CROP, TRAIN_CROP, EVAL_CROP = 96, 64, 128  # px: stored crop, training sub-crop, crop refined at evaluation
+GEN_CROP, TRAIN_CROP, EVAL_CROP = 96, 64, CROP  # px: stored crop, training sub-crop, crop refined at evaluation
 ROUNDS = 3
-SIGMA = 2.5  # px: the clicks as Gaussian maps
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def block(i: int, o: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.GroupNorm(4, o), nn.ReLU(inplace=True),
-                         nn.Conv2d(o, o, 3, padding=1), nn.GroupNorm(4, o), nn.ReLU(inplace=True))
-
-
-class Refiner(nn.Module):
-    """``forward(x [B,7,h,w], z [B,1,h,w]) -> z + delta [B,1,h,w]`` (logits); x from :func:`features`."""
-
-    def __init__(self, ch=(16, 32, 64, 96), cin=7):
-        super().__init__()
-        self.enc = nn.ModuleList()
-        c = cin
-        for o in ch:
-            self.enc.append(block(c, o))
-            c = o
-        self.dec = nn.ModuleList(block(ch[i + 1] + ch[i], ch[i]) for i in reversed(range(len(ch) - 1)))
-        self.out = nn.Conv2d(ch[0], 1, 1)
-        nn.init.zeros_(self.out.weight)  # starts as the identity on the head's logits
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, e in enumerate(self.enc):
-            x = e(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        x = skips.pop()
-        for d in self.dec:
-            s = skips.pop()
-            x = d(torch.cat([F.interpolate(x, size=s.shape[-2:], mode="bilinear", align_corners=False), s], 1))
-        return z + self.out(x)
-
-
-def features(img: np.ndarray, z: np.ndarray, unet: np.ndarray, clicks) -> np.ndarray:
-    """``img uint8 [h,w,3]``, head / UNet logits ``[h,w]``, clicks ``(x, y, label)`` (label 1 / 0; -1 = padding) ->
-    ``float32 [7,h,w]``: the image standardised per crop and channel, ``tanh(logits / 4)`` of both, and Gaussian
-    maps of the positive and the negative clicks."""
-    im = img.astype(np.float32) / 255.0
-    im = (im - im.mean((0, 1))) / (im.std((0, 1)) + 0.05)
-    yy, xx = np.mgrid[: z.shape[0], : z.shape[1]].astype(np.float32)
-    maps = np.zeros((2, *z.shape), np.float32)  # positive, negative
-    for x, y, lb in clicks:
-        if lb >= 0:
-            g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * SIGMA**2))
-            maps[0 if lb == 1 else 1] = np.maximum(maps[0 if lb == 1 else 1], g)
-    return np.concatenate([im.transpose(2, 0, 1), np.tanh(np.asarray(z, np.float32) / 4)[None],
-                           np.tanh(np.asarray(unet, np.float32) / 4)[None], maps]).astype(np.float32)
+def features(img: np.ndarray, z: np.ndarray, unet: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+    """One stored sample (``img uint8 [h,w,3]``, logits ``float16 [h,w]``, clicks ``[3, 3]``) ->
+    :func:`~sac.models.refiner.refiner_inputs` ``float32 [7,h,w]``."""
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+    return refiner_inputs(t, torch.from_numpy(z.astype(np.float32)), torch.from_numpy(unet.astype(np.float32)),
+                          torch.from_numpy(np.asarray(clicks, np.float32))).numpy()
 
 
 def rgb(images: list) -> list:
@@ -121,10 +83,6 @@ def decode(model, emb, unet, pts: list, prev, box: np.ndarray | None = None):
     return logits[0]
 
 
-def crop_at(cx: float, cy: float, size: int, h: int, w: int) -> tuple[int, int]:
-    return int(min(max(cx - size // 2, 0), max(w - size, 0))), int(min(max(cy - size // 2, 0), max(h - size, 0)))
-
-
 @torch.inference_mode()
 def gen(args) -> None:
     imgs = training_images(args.set)
@@ -144,7 +102,7 @@ def gen(args) -> None:
         origin = np.array([tile.x0, tile.y0], np.float32)
         target = lab[tile.y0:tile.y1, tile.x0:tile.x1] == job["id"]
         pts = [(np.array(job["click"], np.float32) - origin, 1)]
-        x0, y0 = crop_at(*pts[0][0], c, h, w)
+        x0, y0 = crop_origin(*pts[0][0], c, h, w)
         sl = (slice(y0, y0 + c), slice(x0, x0 + c))
         prev, clip = None, None
         for r in range(ROUNDS):
@@ -173,10 +131,10 @@ def gen(args) -> None:
 def train(args) -> None:
     data = [np.load(f) for f in args.data]
     X = np.concatenate([np.stack([features(*a) for a in zip(d["img"], d["z"], d["unet"], d["clicks"], strict=True)])
-                        for d in data])
+                        for d in data])  # float32 [N, 7, 96, 96]
     Z = np.concatenate([d["z"].astype(np.float32) for d in data])[:, None]
     Y = np.concatenate([d["target"] for d in data]).astype(np.float32)[:, None]
-    net = Refiner()
+    net = ClickRefiner()
     if args.init:
         net.load_state_dict(load_file(args.init))
     opt = torch.optim.AdamW(net.parameters(), args.lr, weight_decay=1e-4)
@@ -209,7 +167,7 @@ def train(args) -> None:
 def evaluate(args) -> None:
     sets = {k: rgb(v) for k, v in load_sets(DATA).items()}
     model = build_model("default")[0].eval()
-    net = Refiner()
+    net = ClickRefiner()
     net.load_state_dict(load_file(args.weights))
     net.eval()
     result: dict = {"sets": {}}
@@ -226,7 +184,7 @@ def evaluate(args) -> None:
             win = images[k][1][tile.y0:tile.y1, tile.x0:tile.x1][..., :3]
             box = np.array(job["box"], np.float32) - np.tile(origin, 2) if args.first == "box" else None
             first = np.array(job["click"], np.float32) - origin if box is None else (box[:2] + box[2:]) / 2
-            x0, y0 = crop_at(*first, EVAL_CROP, h, w)  # the refined crop is centred on the first click
+            x0, y0 = crop_origin(*first, EVAL_CROP, h, w)  # the refined crop is centred on the first click
             sl = (slice(y0, y0 + EVAL_CROP), slice(x0, x0 + EVAL_CROP))
             for m, iou in ious.items():
                 pts, prev, clip = [(first, 1)], None, box
@@ -237,9 +195,9 @@ def evaluate(args) -> None:
                         pred = editor_mask(z, unet, pts, "editor" if r == 0 else "fused", h, w, clip)
                     else:
                         zz = z.clone()
-                        f = features(win[sl], z.numpy()[sl], unet[0, 0, :h, :w].numpy()[sl],
-                                     [(q[0][0] - x0, q[0][1] - y0, q[1]) for q in pts])
-                        zz[sl] = net(torch.from_numpy(f)[None], z[sl][None, None].clamp(-20, 20))[0, 0]
+                        zz[sl] = net.refine(torch.from_numpy(np.ascontiguousarray(win[sl])).permute(2, 0, 1) / 255.0,
+                                            z[sl], unet[0, 0, :h, :w][sl],
+                                            torch.tensor([(q[0][0] - x0, q[0][1] - y0, q[1]) for q in pts]))
                         pred = editor_mask(zz, unet, pts, "editor", h, w, clip)
                     if r == 0 and pred.any() and box is None:
                         yy, xx = np.nonzero(pred)

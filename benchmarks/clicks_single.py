@@ -46,6 +46,7 @@ from sac.inference.api import build_model
 from sac.inference.editor import NEAR
 from sac.inference.tiling import Tile, make_tiles
 from sac.inference.windows import box_mask, honour_clicks, largest_component, pick_component
+from sac.models.refiner import CROP, crop_origin
 
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
@@ -55,7 +56,8 @@ ROWS = {  # row -> (model key, first prompt)
     "head-click-refine-unet": ("head", "click-refine-unet"), "head-click-refine-none": ("head", "click-refine-none"),
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
     # what Editor.add / box / refine return: the first decoded mask made to obey its clicks, then the piece under
-    # them; the corrections threshold the mean of the decoder's and the UNet's logits first
+    # them; the corrections threshold the mean of the decoder's and the UNet's logits first. With a click refiner
+    # in the model (SAC.refiner), every mask but a box's first goes through it instead, and no mean is taken
     "head-click-product": ("head", "click", "product"), "head-box-product": ("head", "box", "product"),
     # the box with a positive click at its centre, as the head was trained (a box always came with an inside click)
     "head-boxc-product": ("head", "box-centre", "product"),
@@ -153,6 +155,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
     (``editor`` on the mean of the decoder's and the UNet's logits) or ``product`` (what
     :class:`~sac.inference.editor.Editor` does: ``editor`` for the first prompt, ``fused`` for corrections)."""
     ious = np.zeros((len(jobs), CLICKS))
+    refiner = getattr(model, "refiner", None) is not None
     groups: dict = {}
     for j, job in enumerate(jobs):
         groups.setdefault((job["image"], job["tile"]), []).append(j)
@@ -195,11 +198,14 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                     prev[p] = logits[q]
             still = []
             for p in active:
-                pred = (prev[p][0, :h, :w] > 0).numpy()
+                z = prev[p][0, :h, :w]
+                pred = (z > 0).numpy()
                 if post is not None:
                     rule = post if post != "product" else "editor" if r == 0 else "fused"
+                    if post == "product" and refiner and (r > 0 or not first.startswith("box")):
+                        z, rule = refined(model, images[k][1], tile, z, unet, pts[p]), "editor"
                     kept = post == "product" and (r == 0 or first.endswith("clip"))
-                    pred = editor_mask(prev[p][0, :h, :w], unet, pts[p], rule, h, w, clip[p] if kept else None)
+                    pred = editor_mask(z, unet, pts[p], rule, h, w, clip[p] if kept else None)
                     if first == "click-clip" and r == 0 and pred.any():  # corrections stay in the first mask's box
                         yy, xx = np.nonzero(pred)
                         clip[p] = np.array([xx.min(), yy.min(), xx.max(), yy.max()], np.float32)
@@ -213,6 +219,20 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                     ious[idx[p], r + 1:] = ious[idx[p], r]
             active = still
     return ious
+
+
+def refined(model, img: np.ndarray, tile: Tile, z: torch.Tensor, unet: torch.Tensor | None, clicks: list
+            ) -> torch.Tensor:
+    """The head's logits ``z [h, w]`` of ``tile`` after the model's click refiner, as the editor applies it
+    (:func:`sac.inference.windows.refine_logits`, scale 1): on the ``CROP`` px crop centred on the first click."""
+    h, w = z.shape
+    x0, y0 = crop_origin(float(clicks[0][0][0]), float(clicks[0][0][1]), CROP, h, w)
+    sl = np.s_[y0:y0 + CROP, x0:x0 + CROP]
+    pts = torch.tensor([(float(xy[0]) - x0, float(xy[1]) - y0, float(lb)) for xy, lb in clicks])
+    out = z.clone()
+    out[sl] = model.refiner.refine(window(img, tile)[:, :h, :w][(slice(None), *sl)], z[sl],
+                                   None if unet is None else unet[0, 0, :h, :w][sl], pts)
+    return out
 
 
 def editor_mask(logits: torch.Tensor, unet: torch.Tensor | None, clicks: list, post: str, h: int, w: int,
@@ -257,6 +277,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latency", type=int, default=0, help="time this many single clicks (head) on MoNuSeg")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-refiner", action="store_true",
+                    help="product rows without the model's click refiner (the editor before it)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "clicks_single.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -272,6 +294,8 @@ def main() -> None:
             models[key] = build_model(args.model if key == "head" else "sam")[0].eval()
             if key == "head" and models[key].object_decoder is None:
                 raise SystemExit(f"--model {args.model} has no interactive head (object_decoder)")
+            if args.no_refiner:
+                models[key].refiner = None
     for name, p in plans.items():
         if name not in args.sets:
             continue
@@ -286,6 +310,7 @@ def main() -> None:
                 **{f"iou@{c}": round(float(ious[:, c - 1].mean()), 4) for c in REPORT},
                 "n_nuclei": len(ious), "seconds": round(time.time() - t1, 1), "loadavg": list(os.getloadavg()),
                 "model": args.model if key == "head" else "sam (zero-shot LiteMedSAM)",
+                "refiner": getattr(models[key], "refiner", None) is not None,
             }
             print(name, row, entry["rows"][row], flush=True)
         if args.latency and name == "monuseg_val6" and "head" in models:

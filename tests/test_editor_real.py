@@ -70,9 +70,10 @@ def test_positive_click_segments_the_clicked_nucleus(monuseg):
     finally:
         _undo_all(ed)
     assert len(ious) >= 10
-    # Regression guard at the level the bundled head reaches here (0.595 on this crop when measured); issue 11's goal,
-    # >= 0.80 over whole validation sets, is not reached (0.660 MoNuSeg / 0.736 DSB, docs/results.md).
-    assert np.mean(ious) >= 0.55
+    # Regression guard below the level the bundled model reaches here (0.659 on this crop with the click refiner,
+    # 0.642 without); issue 11's goal, >= 0.80 over whole validation sets, is not reached (0.697 MoNuSeg / 0.780 DSB,
+    # docs/results.md).
+    assert np.mean(ious) >= 0.6
 
 
 @pytest.mark.slow
@@ -104,6 +105,37 @@ def test_refine_click_moves_the_mask_towards_the_click(monuseg):
     assert len(moved) >= 8
     assert np.mean(moved) >= 0.7  # the clicked pixel lands on the side it was clicked for
     assert np.mean(after) > np.mean(before)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_clicks_go_through_the_click_refiner(monuseg):
+    """The bundled model's click refiner (``SAC.refiner``) shapes what ``add`` places: without it (the head's mask
+    alone) the masks differ, and with it they are not worse on this crop (measured: 16 of 16 masks differ, mean IoU
+    0.659 with the refiner, 0.642 without)."""
+    from sac.evaluation.clicks import interior_point
+
+    model, ed, true = monuseg
+    _needs_head(model)
+    net = ed.engine.model.refiner
+    assert net is not None and ed.engine.has_refiner
+    masks: dict = {}
+    try:
+        for use in (True, False):
+            ed.engine.model.refiner = net if use else None
+            for i in _inner_nuclei(true):
+                e = ed.add(*interior_point(true == i))
+                masks[use, i] = (ed.labels == e.ids[0]) if e.changed else np.zeros(true.shape, bool)
+                if e.changed:
+                    ed.undo()
+    finally:
+        ed.engine.model.refiner = net
+        _undo_all(ed)
+    ids = _inner_nuclei(true)
+    assert sum(not np.array_equal(masks[True, i], masks[False, i]) for i in ids) >= len(ids) // 4
+    with_refiner = np.mean([_iou(masks[True, i], true == i) for i in ids])
+    head_alone = np.mean([_iou(masks[False, i], true == i) for i in ids])
+    assert with_refiner >= head_alone - 0.01, (with_refiner, head_alone)
 
 
 @pytest.mark.slow

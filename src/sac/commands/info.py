@@ -10,6 +10,7 @@ _ROWS = (
     ("lora", "LoRA on Q,V (image encoder)", True),
     ("mask_decoder", "mask decoder", True),
     ("object_decoder", "interactive head (object decoder)", True),
+    ("refiner", "click refiner (interactive)", True),
     ("prompt_generator", "auto-prompt generator (UNet)", True),
     ("image_encoder", "image encoder (base)", False),
     ("prompt_encoder", "prompt encoder", False),
@@ -23,6 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--no-prompts", action="store_true", help="count without the auto-prompt generator")
     parser.add_argument("--interactive", action="store_true",
                         help="count the interactive head too (a second mask decoder for one nucleus from clicks)")
+    parser.add_argument("--refiner", action="store_true",
+                        help="count the click refiner too (a small UNet on the head's mask; implies --interactive)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -44,7 +47,8 @@ def run(args) -> int:
         cfg.lora.alpha = float(args.lora_rank)
     cfg.lora.enabled = not args.no_lora
     cfg.prompts.enabled = not args.no_prompts
-    cfg.interactive = bool(args.interactive)
+    cfg.interactive = bool(args.interactive or args.refiner)
+    cfg.refiner = bool(args.refiner) and cfg.prompts.enabled
     # Counting needs shapes only: build SAM ViTs on the meta device (no memory; vit_h in well under a second).
     # TinyViT's constructor calls .item() on a tensor, impossible on meta, but it is small enough for the CPU.
     device = torch.device("meta") if spec.layout == "vit" else torch.device("cpu")

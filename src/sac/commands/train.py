@@ -48,7 +48,8 @@ def add_arguments(parser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--variant", default=None, choices=VARIANTS,
                    help="sac (paper), sam-ft (decoder only, GT expert points), lora-noprompt, unet (UNet alone), "
-                        "interactive (the one-nucleus-from-clicks head on top of an --init-from model)")
+                        "interactive (the one-nucleus-from-clicks head on top of an --init-from model), refiner "
+                        "(the click refiner on top of an --init-from model's interactive head)")
     g.add_argument("--backbone", default=None, help="litemedsam (default) | vit_b | vit_l | vit_h")
     g.add_argument("--sam-checkpoint", default=None, help="official SAM .pth for vit_* backbones")
     g.add_argument("--lora-rank", type=int, default=None)
@@ -75,12 +76,12 @@ def add_arguments(parser) -> None:
                    help=f"early stopping patience (epochs, default {_D.patience})")
     g.add_argument("--monitor", default=None, choices=MONITORS,
                    help=f"validation score that picks best/ and drives early stopping (default {_D.monitor}; "
-                        "click_iou for --variant interactive)")
+                        "click_iou for --variant interactive / refiner)")
     g.add_argument("--objects-per-crop", type=int, default=None,
-                   help=f"interactive: nuclei prompted per training crop (default {_D.objects_per_crop})")
+                   help=f"interactive, refiner: nuclei prompted per training crop (default {_D.objects_per_crop})")
     g.add_argument("--refine-rounds", type=int, default=None, dest="object_refine_rounds", metavar="N",
-                   help="interactive: up to N corrective click rounds per step, each at the previous round's largest "
-                        f"error (default {_D.object_refine_rounds})")
+                   help="interactive: up to N (refiner: exactly N) corrective click rounds per step, each at the "
+                        f"previous round's largest error (default {_D.object_refine_rounds})")
     g.add_argument("--crops-per-epoch", type=int, default=None,
                    help=f"random crops per epoch (default {_D.crops_per_epoch})")
     g.add_argument("--crop-pool", action="store_true",

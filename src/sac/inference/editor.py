@@ -8,7 +8,8 @@ of the single-nucleus decoder (``engine.decode_object``), not of the image encod
   pixels (fragments smaller than ``cfg.min_area`` are dropped). The UNet's logits of the window are the mask prompt.
 * ``remove(x, y)``: negative click, the instance under it is removed (on background: a no-op that says so).
 * ``refine(id, points)``: SAM-style iterative correction (mask prompt + all clicks); the result replaces the instance.
-  Every decoded mask obeys its clicks (:func:`~sac.inference.windows.honour_clicks`).
+  Every decoded mask obeys its clicks (:func:`~sac.inference.windows.honour_clicks`). With a click refiner in the
+  model (``SAC.refiner``), the head's mask of a click or a correction goes through it first (not a box's first).
 * ``box(x0, y0, x1, y1)``: the nucleus in a box (box + a positive click at its centre, as the decoder was trained;
   later refines keep the box); ``delete(id)``, ``merge(ids)``, ``split(id, points)``.
 * ``undo()`` / ``redo()`` restore the label image exactly (each edit stores the before/after labels of its bbox).
@@ -37,7 +38,7 @@ from sac.errors import SACError
 from sac.inference.history import Edit, LabelHistory
 from sac.inference.reader import ArraySource, open_image
 from sac.inference.segmenter import SegmentationResult, Segmenter
-from sac.inference.windows import WindowCache, box_mask, honour_clicks, pick_component
+from sac.inference.windows import WindowCache, box_mask, honour_clicks, pick_component, refine_logits
 
 __all__ = ["Edit", "Editor"]
 
@@ -134,7 +135,8 @@ class Editor:
             point = np.array([[x, y, 1]], np.float32)
             tile, emb = self.windows.window_for(x, y)
             lg = self._decode(tile, emb, point, mask_input=self._unet_input(tile))
-            mask = pick_component(self._obeyed(tile, lg, point), [(x - tile.x0, y - tile.y0)], NEAR / self.windows.f)
+            mask = pick_component(self._obeyed(tile, self._sharpened(tile, lg, point), point),
+                                  [(x - tile.x0, y - tile.y0)], NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
             new = self._h.fresh_id()
@@ -180,7 +182,10 @@ class Editor:
     def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray,
                  box: np.ndarray | None = None, clip: np.ndarray | None = None) -> Edit:
         lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
-        z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2  # refinements: mean with the UNet
+        if self.engine.has_refiner:  # trained to correct the head's own logits (no mean with the UNet's)
+            z = self._sharpened(tile, lg, allp)
+        else:  # refinements: mean with the UNet
+            z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
         mask = self._obeyed(tile, z, allp)
         if clip is not None:
@@ -364,6 +369,12 @@ class Editor:
         """Instance ``i``'s current mask on ``tile``'s model grid as logits ``float32 [S, S]`` (+-6.9)."""
         p = np.clip(self.windows.model_map(tile, (self._labels == i).astype(np.float32)), MASK_EPS, 1 - MASK_EPS)
         return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
+    def _sharpened(self, tile, logits: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """The head's ``logits [S, S]`` after the click refiner (:func:`~sac.inference.windows.refine_logits`)."""
+        if not self.engine.has_refiner:
+            return logits
+        return refine_logits(self.windows, self.engine, tile, logits, self._unet_input(tile), points)
 
     @torch.inference_mode()
     def _decode(self, tile, emb, points: np.ndarray, box: np.ndarray | None = None,

@@ -100,6 +100,18 @@ class Engine:
                                               mask_input=None if mask_input is None else mask_input.to(d))
         return _cpu(masks), _cpu(iou)
 
+    @property
+    def has_refiner(self) -> bool:
+        """Whether the model has a click refiner (``SAC.refiner``)."""
+        return getattr(self.model, "refiner", None) is not None
+
+    @torch.inference_mode()
+    def refine_object(self, image, logits, unet, clicks) -> torch.Tensor:
+        """Click refiner on one crop, as :meth:`ClickRefiner.refine <sac.models.refiner.ClickRefiner.refine>`
+        (torch in every engine, like :meth:`decode_object`) -> refined logits ``float32 [h, w]``."""
+        d = self.device
+        return _cpu(self.model.refiner.refine(image.to(d), logits.to(d), None if unet is None else unet.to(d), clicks))
+
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().float().cpu()

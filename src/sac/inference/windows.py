@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from sac.inference.tiling import Tile
+from sac.models.refiner import CROP, crop_origin
 
 MARGIN = 35  # model pixels, see the module docstring
 MAX_EXTRA = 64  # click-centred windows kept besides the grid (2 MiB each for LiteMedSAM)
@@ -234,6 +235,15 @@ class WindowCache:
         region = np.asarray(full[tile.y0 : tile.y1, tile.x0 : tile.x1], dtype=np.float32)
         return resample_window(region, tile.size, self.tile_model, self.input_size)
 
+    def content(self, tile: Tile) -> tuple[int, int]:
+        """Rows, columns of ``tile``'s model grid that show the image (the rest is padding)."""
+        return (min(math.ceil((tile.y1 - tile.y0) * self.f), self.tile_model),
+                min(math.ceil((tile.x1 - tile.x0) * self.f), self.tile_model))
+
+    def model_image(self, tile: Tile) -> torch.Tensor:
+        """``tile``'s model input ``float32 [3, S, S]`` in [0, 1], as the encoder saw it."""
+        return self.segmenter.window_input(self.source, tile)
+
     def from_model(self, tile: Tile, logits: np.ndarray) -> np.ndarray:
         """Model output ``float [S, S]`` -> the window's image pixels ``float32 [y1 - y0, x1 - x0]`` (the model
         tile cropped from the padding, resampled to the window size, cropped at the image border)."""
@@ -241,3 +251,19 @@ class WindowCache:
         if self.size != self.tile_model:
             t = F.interpolate(t[None, None], size=(self.size,) * 2, mode="bilinear", align_corners=False)[0, 0]
         return t[: tile.y1 - tile.y0, : tile.x1 - tile.x0].numpy()
+
+
+def refine_logits(windows: WindowCache, engine, tile: Tile, logits: np.ndarray, unet: np.ndarray | None,
+                  points: np.ndarray) -> np.ndarray:
+    """The interactive head's ``logits float32 [S, S]`` on ``tile``'s model grid, corrected by the engine's click
+    refiner (:mod:`sac.models.refiner`) on the ``CROP`` px crop centred on the first of ``points float [N, 3]``
+    (image pixels, label 1 / 0) and kept inside the grid's image part; ``unet``: the UNet's logits ``[S, S]`` (or
+    None). Outside the crop the head's logits are kept (measured that way: benchmarks/click_refiner.py)."""
+    xy = windows.to_model(tile, points[:, :2])
+    x0, y0 = crop_origin(float(xy[0, 0]), float(xy[0, 1]), CROP, *windows.content(tile))
+    sl = np.s_[y0 : y0 + CROP, x0 : x0 + CROP]
+    clicks = torch.from_numpy(np.column_stack([xy - [x0, y0], points[:, 2]]).astype(np.float32))
+    out = logits.copy()
+    out[sl] = engine.refine_object(windows.model_image(tile)[(slice(None), *sl)], torch.from_numpy(logits[sl]),
+                                   None if unet is None else torch.from_numpy(unet[sl]), clicks).numpy()
+    return out

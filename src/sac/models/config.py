@@ -81,6 +81,9 @@ class SACConfig:
     # backbone's pretrained decoder) for "one nucleus from clicks" (``SAC.decode_object``). The automatic path
     # (``mask_decoder``) is untouched by it. Old model files without this key load with False.
     interactive: bool = False
+    # Beyond the paper: ``SAC.refiner`` (sac.models.refiner), a small full-resolution UNet that corrects the
+    # interactive head's mask around the clicks. Needs ``interactive`` and a UNet. Old model files load with False.
+    refiner: bool = False
 
     @property
     def prompt_channels(self) -> int:

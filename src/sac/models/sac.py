@@ -20,8 +20,10 @@ from sac.models.config import SACConfig
 from sac.models.lora import apply_lora, lora_parameters
 from sac.models.prompt_generator import PromptGenerator
 from sac.models.prompts import select_batch
+from sac.models.refiner import ClickRefiner
 
-GROUPS = ("lora", "mask_decoder", "object_decoder", "prompt_generator", "image_encoder", "prompt_encoder")
+GROUPS = ("lora", "mask_decoder", "object_decoder", "refiner", "prompt_generator", "image_encoder",
+          "prompt_encoder")
 
 
 @dataclass
@@ -79,6 +81,10 @@ class SAC(nn.Module):
         # A second decoder rather than a mode token in the first: the automatic path stays bit-identical and
         # the single-object task cannot pull the automatic decoder's weights (issue 11, "small second head").
         self.object_decoder = copy.deepcopy(mask_decoder) if cfg.interactive else None
+        if cfg.refiner and not (cfg.interactive and cfg.prompts.enabled):
+            raise ValueError("cfg.refiner corrects the interactive head with the UNet's logits: it needs "
+                             "cfg.interactive and cfg.prompts.enabled")
+        self.refiner = ClickRefiner() if cfg.refiner else None
         if cfg.lora.enabled:
             apply_lora(self.image_encoder, cfg.lora, layout)
         self.prompt_generator = PromptGenerator(cfg.unet) if cfg.prompts.enabled else None
@@ -118,7 +124,7 @@ class SAC(nn.Module):
 
     def named_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by group: lora, mask_decoder, object_decoder (interactive head; empty without it),
-        prompt_generator, image_encoder (base), prompt_encoder."""
+        refiner (the click refiner; empty without it), prompt_generator, image_encoder (base), prompt_encoder."""
         lora_ids = {id(p) for p in lora_parameters(self.image_encoder)}
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
         for name, p in self.named_parameters():
@@ -146,10 +152,11 @@ class SAC(nn.Module):
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors of what is trained (LoRA, mask decoder if ``cfg.train_decoder``, the object decoder when
-        ``cfg.interactive``, whole UNet incl. buffers), keyed like ``self.state_dict()``: what a saved model file
-        stores."""
+        ``cfg.interactive``, the click refiner when ``cfg.refiner``, whole UNet incl. buffers), keyed like
+        ``self.state_dict()``: what a saved model file stores."""
         groups = self.named_groups()
-        keys = {n for n, _ in groups["lora"]} | {n for n, _ in groups["object_decoder"]}
+        keys = {n for n, _ in groups["lora"]} | {n for n, _ in groups["object_decoder"]} | {
+            n for n, _ in groups["refiner"]}
         if self.cfg.train_decoder:
             keys |= {n for n, _ in groups["mask_decoder"]}
         state = self.state_dict()

@@ -27,7 +27,7 @@ from sac.atomic import atomic_path
 METRIC_COLUMNS = (
     "epoch", "step", "train_loss", "train_mask_loss", "train_prompt_loss", "val_dice", "val_iou", "val_f1",
     "val_prompt_dice", "train_iou_loss", "train_seconds", "val_seconds", "epoch_seconds", "elapsed_seconds", "lr",
-    "val_aji", "train_distance_loss", "val_click_iou",
+    "val_aji", "train_distance_loss", "val_click_iou", "val_click_iou_head",
 )
 
 
@@ -146,6 +146,7 @@ class MetricsLogger(L.Callback):
             "val_prompt_dice": _num(m.get("val/prompt_dice")),
             "val_aji": _num(m.get("val/aji")),
             "val_click_iou": _num(m.get("val/click_iou")),
+            "val_click_iou_head": _num(m.get("val/click_iou_head")),  # --variant refiner: the head before it
             "train_distance_loss": mean.get("distance_loss"),
             "train_seconds": round(total - self._val_seconds, 2),
             "val_seconds": round(self._val_seconds, 2),
@@ -178,7 +179,8 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key, label, style in (("val_dice", "SAM mask (val Dice)", "o-"),
                               ("val_prompt_dice", "prompt UNet (val Dice)", "s--"),
-                              ("val_click_iou", "interactive head (val click IoU)", "^-")):
+                              ("val_click_iou", "interactive head (val click IoU)", "^-"),
+                              ("val_click_iou_head", "head before the refiner (val click IoU)", "v:")):
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)

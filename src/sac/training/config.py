@@ -13,13 +13,15 @@ from typing import Any
 from sac.devices import DEVICE_CHOICES
 from sac.models.config import SELECT_METHODS
 
-VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet", "interactive")
+VARIANTS = ("sac", "sam-ft", "lora-noprompt", "unet", "interactive", "refiner")
 """``sac``: LoRA(Q,V) + mask decoder + UNet prompt generator (the paper's method).
 ``sam-ft``: mask decoder only (no LoRA), prompts = 0-3 expert-style points from the ground truth.
 ``lora-noprompt``: LoRA + decoder, no automatic prompts (SAM's "no prompt" embedding).
 ``unet``: the prompt generator alone (BCE + Dice): the "UNet alone" baseline and the warm-up stage of ``sac``.
 ``interactive``: the single-nucleus head (``SAC.object_decoder``) alone, on top of an ``--init-from`` model whose
-other tensors stay frozen (:mod:`sac.training.interactive`); monitored on ``click_iou``."""
+other tensors stay frozen (:mod:`sac.training.interactive`); monitored on ``click_iou``.
+``refiner``: the click refiner (``SAC.refiner``) alone, on top of an ``--init-from`` model with an interactive head,
+everything else frozen (:mod:`sac.training.refiner`); monitored on ``click_iou``."""
 MONITORS = ("dice", "aji", "click_iou")  # validation scores --monitor can select on (val/dice, val/aji, ...)
 
 
@@ -126,10 +128,11 @@ class TrainConfig:
             raise SACError(f"bad scale range {self.scale_min}..{self.scale_max} (need 0 < min <= max)")
         if self.monitor not in MONITORS:
             raise SACError(f"unknown --monitor {self.monitor!r} (valid: {', '.join(MONITORS)})")
-        if (self.variant == "interactive") != (self.monitor == "click_iou"):
-            raise SACError("--variant interactive is monitored with --monitor click_iou (and only it)")
-        if self.variant == "interactive" and not self.init_from:
-            raise SACError("--variant interactive trains a head on top of a model: give --init-from MODEL")
+        clicks = self.variant in ("interactive", "refiner")
+        if clicks != (self.monitor == "click_iou"):
+            raise SACError("--variant interactive / refiner are monitored with --monitor click_iou (and only they)")
+        if clicks and not self.init_from:
+            raise SACError(f"--variant {self.variant} trains on top of a model: give --init-from MODEL")
         if self.objects_per_crop < 1 or self.object_val_per_crop < 1:
             raise SACError("--objects-per-crop and the validation objects per crop must be >= 1")
         if self.object_refine_rounds < 1:

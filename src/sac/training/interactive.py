@@ -52,21 +52,25 @@ def init_folder(init_from: str | Path) -> Path:
 
 
 def carry_init_facts(mcfg: SACConfig, init_from: str | Path) -> SACConfig:
-    """``mcfg`` with what an ``--init-from`` model knows beyond the variant's architecture: its interactive head (kept,
-    frozen: the automatic variants never use it, so it is saved unchanged) and the resolution facts of its training
-    data (``mpp``, ``nucleus_diameter``), e.g. when the default model is fine-tuned on corrections from
-    ``sac serve``."""
+    """``mcfg`` with what an ``--init-from`` model knows beyond the variant's architecture: its interactive head and
+    click refiner (kept, frozen: the automatic variants never use them, so they are saved unchanged) and the
+    resolution facts of its training data (``mpp``, ``nucleus_diameter``), e.g. when the default model is
+    fine-tuned on corrections from ``sac serve``."""
     from sac.modelfile import read_model_config
 
     meta = read_model_config(init_folder(init_from)).get("config", {})
     return dataclasses.replace(mcfg, interactive=bool(meta.get("interactive", mcfg.interactive)),
+                               refiner=bool(meta.get("refiner", mcfg.refiner)) and mcfg.prompts.enabled,
                                mpp=meta.get("mpp", mcfg.mpp),
                                nucleus_diameter=meta.get("nucleus_diameter", mcfg.nucleus_diameter))
 
 
-def interactive_config(cfg: TrainConfig) -> SACConfig:
+def interactive_config(cfg: TrainConfig, refiner: bool = False) -> SACConfig:
     """The architecture of the ``--init-from`` model with ``interactive=True`` (its backbone overrides
-    ``cfg.backbone``, which is set to it so the run's config.json says what was trained)."""
+    ``cfg.backbone``, which is set to it so the run's config.json says what was trained). ``refiner=False``
+    (``--variant interactive``): no click refiner, since it corrects the masks of the head it was trained on, not
+    those of the head trained here. ``refiner=True`` (``--variant refiner``): with one, on the model's own trained
+    head (an ``--init-from`` model without one is an error)."""
     from sac.modelfile import read_model_config
 
     meta = read_model_config(init_folder(cfg.init_from))
@@ -74,8 +78,28 @@ def interactive_config(cfg: TrainConfig) -> SACConfig:
         mcfg = from_dict(SACConfig, meta["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise SACError(f"--init-from {cfg.init_from}: invalid model config: {exc}") from None
+    if refiner and not (mcfg.interactive and mcfg.prompts.enabled):
+        raise SACError(f"--variant refiner: --init-from {cfg.init_from} has no trained interactive head and UNet "
+                       "(train one with --variant interactive first)")
     cfg.backbone = mcfg.backbone
-    return dataclasses.replace(mcfg, interactive=True)
+    return dataclasses.replace(mcfg, interactive=True, refiner=refiner)
+
+
+def correction_round(logits: torch.Tensor, masks: list, coords: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One corrective round's clicks appended to ``coords float [P,N,2]`` / ``labels long [P,N]``: for each prompt
+    set, the most interior pixel of the largest error of ``logits [P,1,S,S] > 0`` against its nucleus ``masks[p]``
+    (label 1 missed / 0 extra; -1 padding when the mask is already perfect) -> ``[P,N+1,2]``, ``[P,N+1]``."""
+    pred = (logits.detach() > 0)[:, 0].cpu().numpy()
+    extra = np.zeros((len(masks), 1, 2), np.float32)
+    extra_l = np.full((len(masks), 1), -1, np.int64)
+    for p, m in enumerate(masks):
+        click = correction_click(pred[p], m)
+        if click is not None:
+            extra[p, 0], extra_l[p, 0] = click[:2], click[2]
+    dev = coords.device
+    return (torch.cat([coords, torch.from_numpy(extra).to(dev)], 1),
+            torch.cat([labels, torch.from_numpy(extra_l).to(dev)], 1))
 
 
 def pick_objects(labels: np.ndarray, k: int, rng: np.random.Generator | None, valid: np.ndarray | None = None
@@ -145,6 +169,41 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
         """``decode_object`` with prompt set ``p`` on image ``rows[p]`` (any number of sets per image)."""
         return self.model.decode_object(emb[rows], coords, labels, boxes, mask_input)
 
+    def _first_prompts(self, lab: np.ndarray, rng: np.random.Generator, dev) -> tuple:
+        """A training batch's first-round prompts: per crop of ``lab int [B,S,S]`` ``objects_per_crop`` nuclei, each
+        a click drawn inside it (probability ~ distance-to-rim squared) and, on a step drawn with probability
+        ``object_box_prob``, a jittered box -> ``rows`` (crop of each prompt set), ``masks`` (``bool [S,S]`` each),
+        ``coords float [P,1,2]``, ``labels long [P,1]`` (ones), ``boxes float [P,4]`` or None (empty lists: none)."""
+        rows, masks, clicks, boxes = [], [], [], []
+        use_box = rng.random() < self.cfg.object_box_prob
+        for i in range(len(lab)):
+            for nid in pick_objects(lab[i], self.cfg.objects_per_crop, rng):
+                m = lab[i] == nid
+                rows.append(i)
+                masks.append(m)
+                clicks.append(interior_point(m, rng))
+                if use_box:
+                    boxes.append(jittered_box(m, rng))
+        if not rows:
+            return [], [], None, None, None
+        coords = torch.tensor(clicks, dtype=torch.float32, device=dev)[:, None]
+        box_t = torch.tensor(boxes, dtype=torch.float32, device=dev) if use_box else None
+        return rows, masks, coords, torch.ones(len(rows), 1, dtype=torch.long, device=dev), box_t
+
+    def _val_prompts(self, batch: dict, lab: np.ndarray) -> tuple[list, list, list]:
+        """A validation batch's prompt sets: ``object_val_per_crop`` seeded nuclei per crop (the same every epoch),
+        each clicked at its most interior pixel -> ``rows``, ``masks``, ``clicks`` ((x, y) each)."""
+        valid = (batch["valid"][:, 0] > 0.5).cpu().numpy()
+        rows, masks, clicks = [], [], []
+        for i, index in enumerate(batch["index"].tolist()):
+            rng = np.random.default_rng([self.cfg.seed, 7, index])  # same nuclei of the same crop every epoch
+            for nid in pick_objects(lab[i], self.cfg.object_val_per_crop, rng, valid[i]):
+                m = lab[i] == nid
+                rows.append(i)
+                masks.append(m)
+                clicks.append(interior_point(m))
+        return rows, masks, clicks
+
     def _loss(self, logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         mask_loss = 20.0 * self.focal(logits, target) + self.dice(logits, target)
         with torch.no_grad():
@@ -162,37 +221,16 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
         images, lab = batch["image"], batch["labels"].cpu().numpy()
         keys = [("train", int(i)) for i in batch["index"]] if cfg.crop_pool and "index" in batch else None
         emb, unet = self._inputs(images, keys)
-        rows, masks, clicks, boxes = [], [], [], []
-        use_box = rng.random() < cfg.object_box_prob
-        for i in range(len(lab)):
-            for nid in pick_objects(lab[i], cfg.objects_per_crop, rng):
-                m = lab[i] == nid
-                rows.append(i)
-                masks.append(m)
-                clicks.append(interior_point(m, rng))
-                if use_box:
-                    boxes.append(jittered_box(m, rng))
+        rows, masks, coords, plabels, box_t = self._first_prompts(lab, rng, images.device)
         if not rows:
             return None  # no nucleus in any crop of this batch: nothing to learn (Lightning skips the step)
-        dev = images.device
-        target = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)).to(dev)
-        coords = torch.tensor(clicks, dtype=torch.float32, device=dev)[:, None]
-        plabels = torch.ones(len(rows), 1, dtype=torch.long, device=dev)
-        box_t = torch.tensor(boxes, dtype=torch.float32, device=dev) if use_box else None
+        target = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)).to(images.device)
         mask_in = unet[rows] if unet is not None and rng.random() >= cfg.object_no_mask_prob else None
         logits, iou_pred = self._decode(emb, rows, coords, plabels, box_t, mask_in)
         rounds = [self._loss(logits, iou_pred, target)]
         n_refine = int(rng.integers(1, cfg.object_refine_rounds + 1)) if rng.random() < cfg.object_refine_prob else 0
         for _ in range(n_refine):
-            pred = (logits.detach() > 0)[:, 0].cpu().numpy()
-            extra = np.zeros((len(rows), 1, 2), np.float32)
-            extra_l = np.full((len(rows), 1), -1, np.int64)  # -1 = padding when the last round was already perfect
-            for p, m in enumerate(masks):
-                click = correction_click(pred[p], m)
-                if click is not None:
-                    extra[p, 0], extra_l[p, 0] = click[:2], click[2]
-            coords = torch.cat([coords, torch.from_numpy(extra).to(dev)], 1)
-            plabels = torch.cat([plabels, torch.from_numpy(extra_l).to(dev)], 1)
+            coords, plabels = correction_round(logits, masks, coords, plabels)
             logits, iou_pred = self._decode(emb, rows, coords, plabels, box_t, logits.detach())
             rounds.append(self._loss(logits, iou_pred, target))
         losses = {k: torch.stack([r[k] for r in rounds]).mean() for k in rounds[0]}
@@ -207,25 +245,26 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        images, lab = batch["image"], batch["labels"].cpu().numpy()
-        valid = (batch["valid"][:, 0] > 0.5).cpu().numpy()
-        emb, unet = self._inputs(images, [("val", int(i)) for i in batch["index"]])
-        rows, masks, clicks = [], [], []
-        for i, index in enumerate(batch["index"].tolist()):
-            rng = np.random.default_rng([self.cfg.seed, 7, index])  # same nuclei of the same crop every epoch
-            for nid in pick_objects(lab[i], self.cfg.object_val_per_crop, rng, valid[i]):
-                m = lab[i] == nid
-                rows.append(i)
-                masks.append(m)
-                clicks.append(interior_point(m))
-        if not rows:
+        out = self._val_logits(batch)
+        if out is None:
             return
-        coords = torch.tensor(clicks, dtype=torch.float32, device=images.device)[:, None]
-        plabels = torch.ones(len(rows), 1, dtype=torch.long, device=images.device)
-        logits, _ = self._decode(emb, rows, coords, plabels, None, None if unet is None else unet[rows])
+        rows, masks, _, logits, _ = out
         pred = (logits > 0)[:, 0].cpu().numpy()
         for p, (i, m) in enumerate(zip(rows, masks, strict=True)):
             self._val[batch["key"][i].split("/", 1)[0]].append(mask_iou(pred[p], m))
+
+    def _val_logits(self, batch: dict) -> tuple | None:
+        """The head's first-click logits ``[P,1,S,S]`` on a validation batch's prompt sets (UNet logits as mask
+        input) -> ``(rows, masks, clicks, logits, unet logits [B,1,S,S] or None)``; None without a nucleus."""
+        images, lab = batch["image"], batch["labels"].cpu().numpy()
+        emb, unet = self._inputs(images, [("val", int(i)) for i in batch["index"]])
+        rows, masks, clicks = self._val_prompts(batch, lab)
+        if not rows:
+            return None
+        coords = torch.tensor(clicks, dtype=torch.float32, device=images.device)[:, None]
+        plabels = torch.ones(len(rows), 1, dtype=torch.long, device=images.device)
+        logits, _ = self._decode(emb, rows, coords, plabels, None, None if unet is None else unet[rows])
+        return rows, masks, clicks, logits, unet
 
     def on_validation_epoch_end(self) -> None:
         per_src = {s: float(np.mean(v)) for s, v in self._val.items() if v}
@@ -235,4 +274,4 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
             self.log(f"val/click_iou_{src}", v)
 
 
-__all__ = ["InteractiveLitModule", "interactive_config", "pick_objects", "init_folder", "MIN_AREA"]
+__all__ = ["InteractiveLitModule", "interactive_config", "pick_objects", "correction_round", "init_folder", "MIN_AREA"]

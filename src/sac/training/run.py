@@ -147,6 +147,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
     from sac.training.datamodule import SACDataModule
     from sac.training.interactive import InteractiveLitModule, carry_init_facts, interactive_config
     from sac.training.module import SACLitModule, sac_config
+    from sac.training.refiner import RefinerLitModule
 
     cfg.validate()
     run_dir = Path(run_dir)
@@ -160,14 +161,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overrides
         cfg.init_from = str(run_dir / "warmup" / "best")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    interactive = cfg.variant == "interactive"  # the object decoder alone, on top of the --init-from model
-    mcfg = interactive_config(cfg) if interactive else sac_config(cfg)
+    # interactive: the object decoder alone, refiner: the click refiner alone, on top of the --init-from model
+    interactive = cfg.variant in ("interactive", "refiner")
+    mcfg = interactive_config(cfg, refiner=cfg.variant == "refiner") if interactive else sac_config(cfg)
     if cfg.init_from and not interactive:
         mcfg = carry_init_facts(mcfg, cfg.init_from)
     spec = get_spec(cfg.backbone)
     model = build_sac(mcfg, sam_checkpoint=cfg.sam_checkpoint, pretrained=spec.weights != "none")
     n_init = load_init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else 0
-    module = InteractiveLitModule(cfg, model) if interactive else SACLitModule(cfg, model)
+    module = {"interactive": InteractiveLitModule, "refiner": RefinerLitModule}.get(cfg.variant, SACLitModule)(
+        cfg, model)
     dm = SACDataModule(cfg, spec.input_size)
     dm.setup("fit")
     rank0 = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
