@@ -21,6 +21,8 @@ class DiscEngine:
     model pixels around the mean positive point, or the box centre. Its output is known exactly, so the tests can
     check the editor's coordinate mapping, window choice and label bookkeeping to the pixel."""
 
+    has_refiner = False  # the disc is the mask: no click refiner on top (tests/test_refiner.py, test_editor_real.py)
+
     def __init__(self, inner, radius: float = 10.0):
         self.inner, self.radius, self.calls = inner, radius, []
 

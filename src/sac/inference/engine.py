@@ -11,7 +11,8 @@ At export each compiled engine is checked against torch on a real tile (:func:`s
 every stage's output must be within :data:`TOLERANCE` of torch's (max abs difference over max(1, max |torch|)) and
 the final mask must agree on at least :data:`MASK_AGREEMENT` of the pixels; otherwise the engine falls back to torch
 with a one-line warning (the failed check is cached too, so it is not redone every run). ``decode_object`` (the
-interactive head) runs in torch in every engine: it is called once per click, on one tile.
+interactive head) and ``refine_object`` (the click refiner) run in torch in every engine: they are called once per
+click, on one tile.
 
 ``auto`` picks the first of :data:`AUTO_ORDER` that is installed and passes the check (measured speeds in
 docs/engines.md); ``device`` cuda always runs torch.
