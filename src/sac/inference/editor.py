@@ -134,8 +134,9 @@ class Editor:
             x, y = self._xy(x, y, "add")
             point = np.array([[x, y, 1]], np.float32)
             tile, emb = self.windows.window_for(x, y)
-            lg = self._decode(tile, emb, point, mask_input=self._unet_input(tile))
-            mask = pick_component(self._obeyed(tile, self._sharpened(tile, lg, point), point),
+            unet = self._unet_input(tile)
+            lg = self._decode(tile, emb, point, mask_input=unet)
+            mask = pick_component(self._obeyed(tile, self._sharpened(tile, lg, point, unet), point),
                                   [(x - tile.x0, y - tile.y0)], NEAR / self.windows.f)
             if mask is None:
                 return self._h.noop(f"add ({x:g}, {y:g}): the model found no nucleus there")
@@ -182,10 +183,11 @@ class Editor:
     def _refined(self, i: int, tile, emb, allp: np.ndarray, mask_input: np.ndarray, pts: np.ndarray,
                  box: np.ndarray | None = None, clip: np.ndarray | None = None) -> Edit:
         lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
+        unet = self._unet_input(tile)
         if self.engine.has_refiner:  # trained to correct the head's own logits (no mean with the UNet's)
-            z = self._sharpened(tile, lg, allp)
+            z = self._sharpened(tile, lg, allp, unet)
         else:  # refinements: mean with the UNet
-            z = lg if (unet := self._unet_input(tile)) is None else (lg + unet) / 2
+            z = lg if unet is None else (lg + unet) / 2
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
         mask = self._obeyed(tile, z, allp)
         if clip is not None:
@@ -370,11 +372,12 @@ class Editor:
         p = np.clip(self.windows.model_map(tile, (self._labels == i).astype(np.float32)), MASK_EPS, 1 - MASK_EPS)
         return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
-    def _sharpened(self, tile, logits: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """The head's ``logits [S, S]`` after the click refiner (:func:`~sac.inference.windows.refine_logits`)."""
+    def _sharpened(self, tile, logits: np.ndarray, points: np.ndarray, unet: np.ndarray | None) -> np.ndarray:
+        """The head's ``logits [S, S]`` after the click refiner (:func:`~sac.inference.windows.refine_logits`);
+        ``unet``: :meth:`_unet_input` of ``tile``."""
         if not self.engine.has_refiner:
             return logits
-        return refine_logits(self.windows, self.engine, tile, logits, self._unet_input(tile), points)
+        return refine_logits(self.windows, self.engine, tile, logits, unet, points)
 
     @torch.inference_mode()
     def _decode(self, tile, emb, points: np.ndarray, box: np.ndarray | None = None,

@@ -177,10 +177,12 @@ def plot_learning_curve(rows: list[dict], path: Path, title: str = "") -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    refiner = any(r.get("val_click_iou_head") is not None for r in rows)  # --variant refiner: click IoU is refined
     for key, label, style in (("val_dice", "SAM mask (val Dice)", "o-"),
                               ("val_prompt_dice", "prompt UNet (val Dice)", "s--"),
-                              ("val_click_iou", "interactive head (val click IoU)", "^-"),
-                              ("val_click_iou_head", "head before the refiner (val click IoU)", "v:")):
+                              ("val_click_iou", f"interactive head{' + click refiner' * refiner} (val click IoU)",
+                               "^-"),
+                              ("val_click_iou_head", "head alone (val click IoU)", "v:")):
         pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, markersize=4)

@@ -190,20 +190,6 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
         box_t = torch.tensor(boxes, dtype=torch.float32, device=dev) if use_box else None
         return rows, masks, coords, torch.ones(len(rows), 1, dtype=torch.long, device=dev), box_t
 
-    def _val_prompts(self, batch: dict, lab: np.ndarray) -> tuple[list, list, list]:
-        """A validation batch's prompt sets: ``object_val_per_crop`` seeded nuclei per crop (the same every epoch),
-        each clicked at its most interior pixel -> ``rows``, ``masks``, ``clicks`` ((x, y) each)."""
-        valid = (batch["valid"][:, 0] > 0.5).cpu().numpy()
-        rows, masks, clicks = [], [], []
-        for i, index in enumerate(batch["index"].tolist()):
-            rng = np.random.default_rng([self.cfg.seed, 7, index])  # same nuclei of the same crop every epoch
-            for nid in pick_objects(lab[i], self.cfg.object_val_per_crop, rng, valid[i]):
-                m = lab[i] == nid
-                rows.append(i)
-                masks.append(m)
-                clicks.append(interior_point(m))
-        return rows, masks, clicks
-
     def _loss(self, logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         mask_loss = 20.0 * self.focal(logits, target) + self.dice(logits, target)
         with torch.no_grad():
@@ -258,7 +244,14 @@ class InteractiveLitModule(RunHooks, L.LightningModule):
         input) -> ``(rows, masks, clicks, logits, unet logits [B,1,S,S] or None)``; None without a nucleus."""
         images, lab = batch["image"], batch["labels"].cpu().numpy()
         emb, unet = self._inputs(images, [("val", int(i)) for i in batch["index"]])
-        rows, masks, clicks = self._val_prompts(batch, lab)
+        valid = (batch["valid"][:, 0] > 0.5).cpu().numpy()
+        rows, masks, clicks = [], [], []
+        for i, index in enumerate(batch["index"].tolist()):
+            rng = np.random.default_rng([self.cfg.seed, 7, index])  # same nuclei of the same crop every epoch
+            for nid in pick_objects(lab[i], self.cfg.object_val_per_crop, rng, valid[i]):
+                rows.append(i)
+                masks.append(lab[i] == nid)
+                clicks.append(interior_point(masks[-1]))
         if not rows:
             return None
         coords = torch.tensor(clicks, dtype=torch.float32, device=images.device)[:, None]
