@@ -320,9 +320,9 @@ def main() -> None:
                           f"{CLICKS - 1} correction clicks at the most interior pixel of the largest error region; "
                           f"{TILE}px windows (overlap {OVERLAP}, scale 1), each nucleus in the window where its "
                           f"first click is farthest from an inner window side; seed {args.seed}")
-    result["command"] = "benchmarks/clicks_single.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
-        if k not in ("data", "out"))
+    result["command"] = "benchmarks/clicks_single.py " + " ".join(  # a flag only when set
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(v) if isinstance(v, list) else v}")
+        for k, v in vars(args).items() if k not in ("data", "out") and v is not False)
     result["seconds_last_run"] = round(time.time() - t0, 1)
     # merge into the file as it is now (another row run may have written it since this one started)
     merged = json.loads(out_path.read_text()) if out_path.is_file() else {"sets": {}}

@@ -326,8 +326,9 @@ def test_model_segment_points_remove_the_nucleus_under_a_negative_point(tiny, cr
 
 
 def test_honour_clicks_keeps_positive_and_drops_negative_clicks():
-    """A decoded mask that ignores its clicks is corrected: a negative click's side leaves it, a missed positive click
-    brings in its part of the UNet map (or a small disc where the map has none)."""
+    """A decoded mask that ignores its clicks is corrected: a 2 px disc around a negative click leaves it (only that:
+    the rest is the decoder's answer), a missed positive click brings in its part of the UNet map (or a small disc
+    where the map has none)."""
     from sac.inference.windows import honour_clicks
 
     mask = np.zeros((40, 40), bool)
@@ -337,9 +338,11 @@ def test_honour_clicks_keeps_positive_and_drops_negative_clicks():
     out = honour_clicks(mask, [[10, 10, 1], [22, 22, 0], [31, 31, 1]], prob)
     assert out[10, 10] and not out[22, 22]  # the positive click stays, the negative one is out
     assert out[28:36, 28:36].all()  # the missed positive click's UNet region is added
-    assert not out[20:25, 20:25].any() and out[5:12, 5:12].all()  # split on the bisector of the two clicks
+    # the negative click takes its 13 px disc of radius 2 out, not the half of the square on its side
+    assert out[5:25, 5:25].sum() == 400 - 13 and out[5:20, 5:25].all()
+    assert out.sum() == 400 - 13 + 64
     lone = honour_clicks(np.zeros((20, 20), bool), [[3, 3, 1]], None)
     assert lone[3, 3] and lone.sum() == 13  # a disc of radius 2 where there is no map
-    # negative clicks alone (refining a boxed nucleus): the mask stays, minus a disc around each click
+    # negative clicks alone (refining a boxed nucleus): the same rule
     neg = honour_clicks(mask, [[22, 22, 0]], None)
     assert not neg[22, 22] and neg.sum() == mask.sum() - 13  # the 13 px disc of radius 2

@@ -77,12 +77,13 @@ def pick_component(mask: np.ndarray, seeds, near: float) -> np.ndarray | None:
 def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: float = 2.0) -> np.ndarray:
     """``mask bool [h, w]`` made to obey its clicks ``[(x, y, label), ...]`` (window pixels; 1 nucleus, 0 not).
 
-    Pixels nearer to a negative click than to every positive click leave the mask, so a negative click is never
-    inside the result; a positive click the mask misses adds its 8-connected part of the UNet's ``prob > 0.5``
-    (``prob float [h, w]`` in [0, 1], None: no map) on the positive clicks' side, or a disc of ``radius`` px where the
-    UNet sees no nucleus, so a positive click is always inside. With negative clicks only (a boxed nucleus), a disc
-    of ``radius`` px around each leaves the mask. Why: the single-nucleus head alone honoured few
-    correction clicks (docs/results.md), and a click the result ignores is a click that does not count."""
+    A disc of ``radius`` px around each negative click leaves the mask, so a negative click is never inside the
+    result; what else it removes is the decoder's (and the click refiner's) answer. A positive click the mask misses
+    adds its 8-connected part of the UNet's ``prob > 0.5`` (``prob float [h, w]`` in [0, 1], None: no map) outside
+    those discs, or a disc of ``radius`` px where the UNet sees no nucleus, so a positive click is always inside.
+    Why: the single-nucleus head alone honoured few correction clicks (docs/results.md), and a click the result
+    ignores is a click that does not count. Negative clicks once cut every pixel nearer to them than to a positive
+    click; on a nucleus whose mask was nearly right that cut half of it (docs/results.md, "Negative clicks")."""
     pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 3)
     h, w = mask.shape
     yy, xx = np.mgrid[0:h, 0:w]
@@ -93,10 +94,7 @@ def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: flo
         return np.min([(xx - x) ** 2 + (yy - y) ** 2 for x, y, _ in pts[sel]], axis=0)
 
     pos, neg = pts[:, 2] == 1, pts[:, 2] == 0
-    if not pos.any():  # negative clicks alone (e.g. on a boxed nucleus): only a disc around each leaves the mask
-        side = nearest(neg) > radius**2
-    else:
-        side = nearest(pos) < nearest(neg) if neg.any() else np.ones((h, w), bool)
+    side = nearest(neg) > radius**2
     out = mask & side
     for x, y, _ in pts[pos]:
         r, c = min(max(round(y), 0), h - 1), min(max(round(x), 0), w - 1)
