@@ -82,8 +82,9 @@ def honour_clicks(mask: np.ndarray, clicks, prob: np.ndarray | None, radius: flo
     adds its 8-connected part of the UNet's ``prob > 0.5`` (``prob float [h, w]`` in [0, 1], None: no map) outside
     those discs, or a disc of ``radius`` px where the UNet sees no nucleus, so a positive click is always inside.
     Why: the single-nucleus head alone honoured few correction clicks (docs/results.md), and a click the result
-    ignores is a click that does not count. Negative clicks once cut every pixel nearer to them than to a positive
-    click; on a nucleus whose mask was nearly right that cut half of it (docs/results.md, "Negative clicks")."""
+    ignores is a click that does not count. Only a disc for a negative click: the annotator clicks a thin wrong rim of
+    a nearly right mask, and cutting all that is nearer to it than to a positive click took half the nucleus away
+    (docs/results.md, "Negative clicks")."""
     pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 3)
     h, w = mask.shape
     yy, xx = np.mgrid[0:h, 0:w]
