@@ -57,7 +57,7 @@ ROWS = {  # row -> (model key, first prompt)
     "sam-click": ("sam", "click"), "sam-box": ("sam", "box"),
     # what Editor.add / box / refine return: the first decoded mask made to obey its clicks, then the piece under
     # them; the corrections threshold the mean of the decoder's and the UNet's logits first. With a click refiner
-    # in the model (SAC.refiner), every mask but a box's first goes through it instead, and no mean is taken
+    # in the model (SAC.refiner), every mask but a box's first goes through it before that mean
     "head-click-product": ("head", "click", "product"), "head-box-product": ("head", "box", "product"),
     # the box with a positive click at its centre, as the head was trained (a box always came with an inside click)
     "head-boxc-product": ("head", "box-centre", "product"),
@@ -203,7 +203,7 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
                 if post is not None:
                     rule = post if post != "product" else "editor" if r == 0 else "fused"
                     if post == "product" and refiner and (r > 0 or not first.startswith("box")):
-                        z, rule = refined(model, images[k][1], tile, z, unet, pts[p]), "editor"
+                        z = refined(model, images[k][1], tile, z, unet, pts[p])  # corrections: mean with the UNet
                     kept = post == "product" and (r == 0 or first.endswith("clip"))
                     pred = editor_mask(z, unet, pts[p], rule, h, w, clip[p] if kept else None)
                     if first == "click-clip" and r == 0 and pred.any():  # corrections stay in the first mask's box

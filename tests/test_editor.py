@@ -204,6 +204,38 @@ def test_corrections_of_a_clicked_nucleus_stay_in_its_first_box(tiny, crop):
     assert np.nonzero(ed.labels == i)[1].max() == 115
 
 
+
+class IdentityRefiner(DiscEngine):
+    """The disc decoder with a click refiner that returns the head's logits unchanged."""
+
+    has_refiner = True
+
+    def refine_object(self, image, logits, unet, clicks):
+        return logits.clone()
+
+
+def test_a_correction_thresholds_the_mean_of_the_refined_and_the_unet_logits(tiny, crop):
+    import dataclasses
+
+    ed = disc_editor(tiny, crop, radius=8)
+    ed.engine = IdentityRefiner(ed.engine.inner, 8)
+    prob = np.full(crop.shape[:2], 1 - 1e-9, np.float32)  # the UNet: nucleus left of x = 100, background from it
+    prob[:, 100:] = 1e-9
+    ed._auto = dataclasses.replace(ed._auto, prompt_prob=prob)
+    i = ed.add(100, 100).ids[0]  # a first click is the refined disc alone (no mean): x 92..108
+    xs = np.nonzero(ed.labels == i)[1]
+    assert (xs.min(), xs.max()) == (92, 108)
+    ed.refine(i, [[104, 100, 1]])  # disc at (102, 100) -> mean with +-20: left of 100 all in (first box), right out
+    m = ed.labels == i
+    assert m[92:109, 92:100].all()  # the box's left corners: outside the disc, in through the UNet's half
+    ys, xs = np.nonzero(m)
+
+    def near(cx, cy):
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= 4
+
+    # right of 100 only the 2 px discs of the two positive clicks (honour_clicks); the disc alone reaches x = 108
+    assert (near(100, 100) | near(104, 100))[xs >= 100].all() and (xs >= 100).any()
+
 def test_refine_reuses_the_clicks_and_logits_of_the_instance_it_decoded(tiny, crop):
     ed = disc_editor(tiny, crop, radius=8)
     i = ed.add(100, 100).ids[0]

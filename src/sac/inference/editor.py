@@ -9,7 +9,8 @@ of the single-nucleus decoder (``engine.decode_object``), not of the image encod
 * ``remove(x, y)``: negative click, the instance under it is removed (on background: a no-op that says so).
 * ``refine(id, points)``: SAM-style iterative correction (mask prompt + all clicks); the result replaces the instance.
   Every decoded mask obeys its clicks (:func:`~sac.inference.windows.honour_clicks`). With a click refiner in the
-  model (``SAC.refiner``), the head's mask of a click or a correction goes through it first (not a box's first).
+  model (``SAC.refiner``), the head's mask of a click or a correction goes through it first (not a box's first); a
+  correction then thresholds the mean of those logits and the UNet's.
 * ``box(x0, y0, x1, y1)``: the nucleus in a box (box + a positive click at its centre, as the decoder was trained;
   later refines keep the box); ``delete(id)``, ``merge(ids)``, ``split(id, points)``.
 * ``undo()`` / ``redo()`` restore the label image exactly (each edit stores the before/after labels of its bbox).
@@ -184,10 +185,10 @@ class Editor:
                  box: np.ndarray | None = None, clip: np.ndarray | None = None) -> Edit:
         lg = self._decode(tile, emb, allp, box=box, mask_input=mask_input)
         unet = self._unet_input(tile)
-        if self.engine.has_refiner:  # trained to correct the head's own logits (no mean with the UNet's)
-            z = self._sharpened(tile, lg, allp, unet)
-        else:  # refinements: mean with the UNet
-            z = lg if unet is None else (lg + unet) / 2
+        z = self._sharpened(tile, lg, allp, unet)
+        # A correction thresholds the mean with the UNet's logits, with or without the click refiner: it kept box
+        # corrections from making the mask worse and raised click corrections (docs/results.md, "Corrections").
+        z = z if unet is None else (z + unet) / 2
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
         mask = self._obeyed(tile, z, allp)
         if clip is not None:
