@@ -187,7 +187,7 @@ class Editor:
         unet = self._unet_input(tile)
         z = self._sharpened(tile, lg, allp, unet)
         # A correction thresholds the mean with the UNet's logits, with or without the click refiner: it kept box
-        # corrections from making the mask worse and raised click corrections (docs/results.md, "Corrections").
+        # corrections from making the mask worse and raised click ones (docs/results.md, "Corrections: the mean ...").
         z = z if unet is None else (z + unet) / 2
         seeds = [(px - tile.x0, py - tile.y0) for px, py, lab in allp if lab == 1]
         mask = self._obeyed(tile, z, allp)
