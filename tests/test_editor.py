@@ -4,6 +4,7 @@ test_editor_real.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -204,7 +205,6 @@ def test_corrections_of_a_clicked_nucleus_stay_in_its_first_box(tiny, crop):
     assert np.nonzero(ed.labels == i)[1].max() == 115
 
 
-
 class IdentityRefiner(DiscEngine):
     """The disc decoder with a click refiner that returns the head's logits unchanged."""
 
@@ -215,8 +215,6 @@ class IdentityRefiner(DiscEngine):
 
 
 def test_a_correction_thresholds_the_mean_of_the_refined_and_the_unet_logits(tiny, crop):
-    import dataclasses
-
     ed = disc_editor(tiny, crop, radius=8)
     ed.engine = IdentityRefiner(ed.engine.inner, 8)
     prob = np.full(crop.shape[:2], 1 - 1e-9, np.float32)  # the UNet: nucleus left of x = 100, background from it
@@ -235,6 +233,7 @@ def test_a_correction_thresholds_the_mean_of_the_refined_and_the_unet_logits(tin
 
     # right of 100 only the 2 px discs of the two positive clicks (honour_clicks); the disc alone reaches x = 108
     assert (near(100, 100) | near(104, 100))[xs >= 100].all() and (xs >= 100).any()
+
 
 def test_refine_reuses_the_clicks_and_logits_of_the_instance_it_decoded(tiny, crop):
     ed = disc_editor(tiny, crop, radius=8)
