@@ -46,7 +46,7 @@ from sac.inference.api import build_model
 from sac.inference.editor import NEAR
 from sac.inference.tiling import Tile, make_tiles
 from sac.inference.windows import box_mask, honour_clicks, largest_component, pick_component
-from sac.models.refiner import CROP, crop_origin
+from sac.models.refiner import refine_crop
 
 MONUSEG_VAL = ("TCGA-21-5784-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1", "TCGA-B0-5710-01Z-00-DX1",
                "TCGA-B0-5711-01Z-00-DX1", "TCGA-HE-7128-01Z-00-DX1", "TCGA-KB-A93J-01A-01-TS1")
@@ -224,10 +224,10 @@ def run_row(model, wins: Windows, images, jobs: list[dict], first: str, post: st
 def refined(model, img: np.ndarray, tile: Tile, z: torch.Tensor, unet: torch.Tensor | None, clicks: list
             ) -> torch.Tensor:
     """The head's logits ``z [h, w]`` of ``tile`` after the model's click refiner, as the editor applies it
-    (:func:`sac.inference.windows.refine_logits`, scale 1): on the ``CROP`` px crop centred on the first click."""
+    (:func:`sac.inference.windows.refine_logits`, scale 1): on the crop of :func:`~sac.models.refiner.refine_crop`."""
     h, w = z.shape
-    x0, y0 = crop_origin(float(clicks[0][0][0]), float(clicks[0][0][1]), CROP, h, w)
-    sl = np.s_[y0:y0 + CROP, x0:x0 + CROP]
+    x0, y0, size = refine_crop((z > 0).numpy(), np.array([xy for xy, _ in clicks], np.float64))
+    sl = np.s_[y0:y0 + size, x0:x0 + size]
     pts = torch.tensor([(float(xy[0]) - x0, float(xy[1]) - y0, float(lb)) for xy, lb in clicks])
     out = z.clone()
     out[sl] = model.refiner.refine(window(img, tile)[:, :h, :w][(slice(None), *sl)], z[sl],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from sac.backbones import build_sac
 from sac.errors import SACError
 from sac.modelfile import load_model_file, save_model
 from sac.models.config import SACConfig
-from sac.models.refiner import SIGMA, ClickRefiner, crop_origin, refiner_inputs
+from sac.models.refiner import CROP, MIN_CROP, SIGMA, ClickRefiner, crop_origin, refine_crop, refiner_inputs
 from sac.training.config import DataSource, TrainConfig
 
 TINY = SACConfig(backbone="vit_tiny")
@@ -63,6 +64,19 @@ def test_crop_origin_centres_and_stays_inside():
     assert crop_origin(100, 100, 128, 256, 256) == (36, 36)
     assert crop_origin(3, 250, 128, 256, 256) == (0, 128)
     assert crop_origin(50, 50, 128, 90, 100) == (0, 0)  # a window smaller than the crop: the whole window
+
+
+def test_refine_crop_fits_the_heads_mask_and_the_clicks():
+    fg = np.zeros((256, 256), bool)
+    fg[95:106, 95:106] = True  # an 11 px nucleus at the click: the training crop
+    assert refine_crop(fg, np.array([[100.0, 100.0]])) == (68, 68, MIN_CROP)
+    fg[60:141, 100] = True  # reaches 40 px above and below the click: 2 * 40 + 2 * 16 = 112
+    assert refine_crop(fg, np.array([[100.0, 100.0]])) == (44, 44, 112)
+    fg[:] = False
+    # a correction click 30 px from the first: 2 * 30 + 32 = 92 -> 96, still centred on the first click
+    assert refine_crop(fg, np.array([[100.0, 100.0], [130.0, 100.0]])) == (52, 52, 96)
+    fg[0, 0] = True  # a mask across the window is capped, and the crop stays inside it
+    assert refine_crop(fg, np.array([[10.0, 250.0]])) == (0, 128, CROP)
 
 
 def test_refiner_needs_the_interactive_head_and_the_unet():

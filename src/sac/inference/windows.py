@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from sac.inference.tiling import Tile
-from sac.models.refiner import CROP, crop_origin
+from sac.models.refiner import refine_crop
 
 MARGIN = 35  # model pixels, see the module docstring
 MAX_EXTRA = 64  # click-centred windows kept besides the grid (2 MiB each for LiteMedSAM)
@@ -255,12 +255,13 @@ class WindowCache:
 def refine_logits(windows: WindowCache, engine, tile: Tile, logits: np.ndarray, unet: np.ndarray | None,
                   points: np.ndarray) -> np.ndarray:
     """The interactive head's ``logits float32 [S, S]`` on ``tile``'s model grid, corrected by the engine's click
-    refiner (:mod:`sac.models.refiner`) on the ``CROP`` px crop centred on the first of ``points float [N, 3]``
-    (image pixels, label 1 / 0) and kept inside the grid's image part; ``unet``: the UNet's logits ``[S, S]`` (or
-    None). Outside the crop the head's logits are kept (measured that way: benchmarks/click_refiner.py)."""
+    refiner (:mod:`sac.models.refiner`) on the crop :func:`~sac.models.refiner.refine_crop` centres on the first of
+    ``points float [N, 3]`` (image pixels, label 1 / 0) inside the grid's image part; ``unet``: the UNet's logits
+    ``[S, S]`` (or None). Outside the crop the head's logits are kept."""
     xy = windows.to_model(tile, points[:, :2])
-    x0, y0 = crop_origin(float(xy[0, 0]), float(xy[0, 1]), CROP, *windows.content(tile))
-    sl = np.s_[y0 : y0 + CROP, x0 : x0 + CROP]
+    h, w = windows.content(tile)
+    x0, y0, size = refine_crop(logits[:h, :w] > 0, xy)
+    sl = np.s_[y0 : y0 + size, x0 : x0 + size]
     clicks = torch.from_numpy(np.column_stack([xy - [x0, y0], points[:, 2]]).astype(np.float32))
     out = logits.copy()
     out[sl] = engine.refine_object(windows.model_image(tile)[(slice(None), *sl)], torch.from_numpy(logits[sl]),

@@ -13,11 +13,14 @@ exact layout of the weights trained for the bundled default are what matter here
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CROP = 128  # model pixels: the refined crop around the first click (as measured; the rest keeps the head's logits)
+CROP = 128  # model pixels: the largest refined crop around the first click (the rest keeps the head's logits)
+MIN_CROP = 64  # model pixels: the smallest, the refiner's training crop (sac.training.refiner.TRAIN_CROP)
+CROP_MARGIN = 16  # model pixels kept around the head's mask and the clicks inside the crop
 SIGMA = 2.5  # model pixels: clicks enter as Gaussian maps of this width
 IN_CHANNELS = 7  # RGB, head logits, UNet logits, positive clicks, negative clicks
 LOGIT_CLAMP = 20.0
@@ -84,6 +87,20 @@ def refiner_inputs(image: torch.Tensor, z: torch.Tensor, unet: torch.Tensor, cli
             maps[k] = torch.maximum(maps[k], g)
     return torch.cat([(im - mean) / (std + 0.05), torch.tanh(z.float() / 4)[None],
                       torch.tanh(unet.float() / 4)[None], maps]).float()
+
+
+def refine_crop(fg: np.ndarray, points: np.ndarray) -> tuple[int, int, int]:
+    """The crop the refiner sees, ``(x0, y0, size)`` in the pixels of ``fg bool [h, w]`` (the head's ``logits > 0``
+    on the model grid): centred on the first of ``points float [N, >= 2]`` (x, y), ``size`` the smallest multiple
+    of 16 in ``[MIN_CROP, CROP]`` that holds every pixel of ``fg`` and every point with ``CROP_MARGIN`` px to spare.
+    The refiner was trained on 64 px crops, and on the same nuclei a fixed 128 px crop scored 0.004-0.014 lower on
+    MoNuSeg's small nuclei (docs/results.md, "The refined crop"); a larger nucleus still gets the room it needs."""
+    cx, cy = float(points[0][0]), float(points[0][1])
+    ys, xs = np.nonzero(fg)
+    reach = max(np.abs(np.concatenate([xs, np.asarray(points, np.float64)[:, 0]]) - cx).max(),
+                np.abs(np.concatenate([ys, np.asarray(points, np.float64)[:, 1]]) - cy).max())
+    size = int(np.clip(16 * np.ceil((2 * reach + 2 * CROP_MARGIN) / 16), MIN_CROP, CROP))
+    return (*crop_origin(cx, cy, size, *fg.shape), size)
 
 
 def crop_origin(cx: float, cy: float, size: int, h: int, w: int) -> tuple[int, int]:

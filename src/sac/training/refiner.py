@@ -15,7 +15,8 @@ box, see :class:`~sac.inference.editor.Editor`): a ``TRAIN_CROP`` px crop holdin
 the crop drawn at random, at most ``TRAIN_CROP / 4`` px from the centre), the 8 flips / rotations at random. Loss:
 BCE + Dice (per sample) of the refined logits against the nucleus. ``val/click_iou``: as the interactive variant's
 (one click at each validation nucleus's most interior pixel, UNet logits as mask input), scored on the refined
-logits of the ``CROP`` px crop around the click (``val/click_iou_head``: the head's own, for comparison).
+logits of the crop :func:`~sac.models.refiner.refine_crop` gives around the click (``val/click_iou_head``: the
+head's own, for comparison).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch.nn.functional as F
 
 from sac.errors import SACError
 from sac.evaluation.clicks import mask_iou
-from sac.models.refiner import CROP, crop_origin, refiner_inputs
+from sac.models.refiner import MIN_CROP, refine_crop, refiner_inputs
 from sac.training.interactive import InteractiveLitModule, correction_round
 
-TRAIN_CROP = 64  # px: refiner training crops (the probe's size; the model sees CROP = 128 px at inference)
+TRAIN_CROP = MIN_CROP  # px: refiner training crops (at inference: refine_crop, 64-128 px)
 
 
 class RefinerLitModule(InteractiveLitModule):
@@ -111,11 +112,10 @@ class RefinerLitModule(InteractiveLitModule):
             return
         rows, masks, clicks, logits, unet = out
         images = batch["image"]
-        s = images.shape[-1]
         for p, (i, m, (x, y)) in enumerate(zip(rows, masks, clicks, strict=True)):
             z = logits[p, 0]
-            x0, y0 = crop_origin(x, y, CROP, s, s)
-            sl = np.s_[y0 : y0 + CROP, x0 : x0 + CROP]
+            x0, y0, size = refine_crop((z > 0).cpu().numpy(), np.array([[x, y]], np.float64))
+            sl = np.s_[y0 : y0 + size, x0 : x0 + size]
             refined = z.clone()
             refined[sl] = self.model.refiner.refine(images[i][(slice(None), *sl)], z[sl],
                                                     None if unet is None else unet[i, 0][sl],
