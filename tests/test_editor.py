@@ -211,12 +211,14 @@ class IdentityRefiner(DiscEngine):
     has_refiner = True
 
     def refine_object(self, image, logits, unet, clicks):
+        self.crops.append(tuple(logits.shape))
         return logits.clone()
 
 
 def test_a_correction_thresholds_the_mean_of_the_refined_and_the_unet_logits(tiny, crop):
     ed = disc_editor(tiny, crop, radius=8)
     ed.engine = IdentityRefiner(ed.engine.inner, 8)
+    ed.engine.crops = []
     prob = np.full(crop.shape[:2], 1 - 1e-9, np.float32)  # the UNet: nucleus left of x = 100, background from it
     prob[:, 100:] = 1e-9
     ed._auto = dataclasses.replace(ed._auto, prompt_prob=prob)
@@ -233,6 +235,7 @@ def test_a_correction_thresholds_the_mean_of_the_refined_and_the_unet_logits(tin
 
     # right of 100 only the 2 px discs of the two positive clicks (honour_clicks); the disc alone reaches x = 108
     assert (near(100, 100) | near(104, 100))[xs >= 100].all() and (xs >= 100).any()
+    assert ed.engine.crops == [(64, 64), (64, 64)]  # refine_crop: a 17 px disc gets the refiner's training crop
 
 
 def test_refine_reuses_the_clicks_and_logits_of_the_instance_it_decoded(tiny, crop):

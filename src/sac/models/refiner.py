@@ -93,12 +93,12 @@ def refine_crop(fg: np.ndarray, points: np.ndarray) -> tuple[int, int, int]:
     """The crop the refiner sees, ``(x0, y0, size)`` in the pixels of ``fg bool [h, w]`` (the head's ``logits > 0``
     on the model grid): centred on the first of ``points float [N, >= 2]`` (x, y), ``size`` the smallest multiple
     of 16 in ``[MIN_CROP, CROP]`` that holds every pixel of ``fg`` and every point with ``CROP_MARGIN`` px to spare.
-    The refiner was trained on 64 px crops, and on the same nuclei a fixed 128 px crop scored 0.004-0.014 lower on
-    MoNuSeg's small nuclei (docs/results.md, "The refined crop"); a larger nucleus still gets the room it needs."""
-    cx, cy = float(points[0][0]), float(points[0][1])
+    The refiner was trained on 64 px crops; at one click a fixed 128 px crop scored 0.004-0.011 lower on MoNuSeg's
+    small nuclei (docs/results.md, "The refined crop"), and a larger nucleus still gets the room it needs."""
+    pts = np.asarray(points, np.float64)
+    cx, cy = float(pts[0, 0]), float(pts[0, 1])
     ys, xs = np.nonzero(fg)
-    reach = max(np.abs(np.concatenate([xs, np.asarray(points, np.float64)[:, 0]]) - cx).max(),
-                np.abs(np.concatenate([ys, np.asarray(points, np.float64)[:, 1]]) - cy).max())
+    reach = max(np.abs(np.concatenate([xs, pts[:, 0]]) - cx).max(), np.abs(np.concatenate([ys, pts[:, 1]]) - cy).max())
     size = int(np.clip(16 * np.ceil((2 * reach + 2 * CROP_MARGIN) / 16), MIN_CROP, CROP))
     return (*crop_origin(cx, cy, size, *fg.shape), size)
 
